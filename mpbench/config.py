@@ -1,0 +1,163 @@
+"""Suites as typed, validated objects.
+
+A suite YAML is parsed with ``yaml.safe_load`` and validated by pydantic; any problem is a
+:class:`SuiteError` whose one-line message names the file and the field, which the CLI turns
+into exit code 2 before anything is written.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from mpbench.errors import UserError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class SuiteError(UserError, ValueError):
+    """A suite or argument problem, phrased as one line: ``file: field: what is wrong``."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetConfig(_Strict):
+    name: Literal["cifar10", "cifar100", "imagefolder", "synthetic"]
+    root: str | None = None  # default: --data-root, else ~/.cache/mpbench/data
+    download: bool = False
+    # synthetic only: a learnable toy problem of this size
+    num_classes: int | None = Field(None, ge=2)
+    num_train: int = Field(512, ge=1)
+    num_test: int = Field(256, ge=1)
+    image_size: int = Field(32, ge=8)
+
+
+class Recipe(_Strict):
+    """The training recipe; defaults are the standard CIFAR one (DESIGN.md §4) but 200 epochs."""
+
+    epochs: int = Field(200, ge=1)
+    batch_size: int = Field(128, ge=1)
+    eval_batch_size: int = Field(1000, ge=1)
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["step", "cosine", "constant"] = "step"
+    milestones: tuple[int, ...] = (60, 120, 160)
+    gamma: float = Field(0.2, gt=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    crop_padding: int = Field(4, ge=0)
+    flip: bool = True
+    amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 autocast on CUDA only
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    deterministic: bool = False  # bit-reproducible kernels (slower on CUDA)
+    max_retries: int = Field(0, ge=0)  # re-tries of a diverged run with a new seed offset
+
+    @model_validator(mode="after")
+    def _milestones_fit(self):
+        if self.schedule == "step" and any(m <= 0 for m in self.milestones):
+            raise ValueError("milestones must be positive epochs")
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError("warmup_epochs must be shorter than epochs")
+        return self
+
+
+class ModelSpec(_Strict):
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    label: str | None = None  # how the model appears in results; default: its name
+    match: bool = True        # match each suite budget (False: build as given)
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class Suite(_Strict):
+    name: str
+    dataset: DatasetConfig
+    recipe: Recipe = Recipe()
+    seeds: tuple[int, ...] = (0,)
+    budgets_gmacs: tuple[float, ...] = ()
+    tolerance: float = Field(0.02, gt=0, lt=1)
+    models: tuple[ModelSpec, ...]
+    plugins: tuple[str, ...] = ()
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_path_component(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", v):
+            raise ValueError("use letters, digits, '-', '_' or '.'")
+        return v
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v):
+        if not v:
+            raise ValueError("give at least one seed")
+        if len(set(v)) != len(v):
+            raise ValueError("duplicate seeds")
+        return v
+
+    @field_validator("budgets_gmacs")
+    @classmethod
+    def _budgets(cls, v):
+        if any(b <= 0 for b in v):
+            raise ValueError("budgets must be positive GMACs")
+        if len(set(v)) != len(v):
+            raise ValueError("duplicate budgets")
+        return v
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, v):
+        if not v:
+            raise ValueError("list at least one model")
+        seen = set()
+        for spec in v:
+            if spec.display in seen:
+                raise ValueError(f"duplicate model entry '{spec.display}' (give each a distinct label)")
+            seen.add(spec.display)
+        return v
+
+
+def _field_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def parse_suite(data: Any, source: str = "<suite>") -> Suite:
+    """Validate already-loaded YAML data; errors become one-line :class:`SuiteError`."""
+    if not isinstance(data, dict):
+        raise SuiteError(f"{source}: expected a mapping at top level, got {type(data).__name__}")
+    try:
+        return Suite.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = _field_path(err["loc"]) or "<top>"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise SuiteError(f"{source}: {field}: {msg}{more}") from None
+
+
+def load_suite(path: str | Path) -> Suite:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read suite: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise SuiteError(f"{path}:{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    return parse_suite(data, str(path))

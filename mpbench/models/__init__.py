@@ -1,0 +1,1 @@
+"""mpbench's own model families: the multi-path networks under test."""
