@@ -48,15 +48,21 @@ def cifar_stem(in_chans: int, width: int) -> nn.Sequential:
 
 
 class CifarResNet(nn.Module):
-    """Stem, strided stages of timm blocks, global pooling, one linear classifier."""
+    """Stem, strided stages of timm blocks, global pooling, one linear classifier.
 
-    def __init__(self, block: str = "basic", layers: Sequence[int] = (9, 9, 9),
+    ``block`` is a name in ``BLOCKS`` or any timm-style block class (``expansion``, the
+    ``(inplanes, planes, stride, downsample, cardinality, base_width, ...)`` signature), so the
+    attentive families reuse this class with timm's SK, ResNeSt and Res2Net blocks.
+    Extra keyword arguments go to every block.
+    """
+
+    def __init__(self, block: str | type = "basic", layers: Sequence[int] = (9, 9, 9),
                  widths: Sequence[int] = (16, 32, 64), stem_width: int | None = None,
                  num_classes: int = 100, in_chans: int = 3, drop_rate: float = 0.0,
                  cardinality: int = 1, base_width: int = 64, attn_layer: str | None = None,
                  **block_kwargs):
         super().__init__()
-        block_cls = BLOCKS[block]
+        block_cls = BLOCKS[block] if isinstance(block, str) else block
         stem_width = stem_width or widths[0]
         self.num_classes = num_classes
         self.stem = cifar_stem(in_chans, stem_width)
@@ -129,6 +135,20 @@ def resnet_4stage(layers: Sequence[int] = (2, 2, 2, 2), width: int = 64, num_cla
     """ResNet-18/34 layout with a CIFAR stem; stage widths (w, 2w, 4w, 8w)."""
     return CifarResNet(block, tuple(layers), tuple(width * 2 ** i for i in range(4)),
                        num_classes=num_classes, **kwargs)
+
+
+def resnet_bottleneck29(block: str | type = "bottleneck", layers: Sequence[int] = (3, 3, 3),
+                        width: int = 64, cardinality: int = 1, base_width: int = 64,
+                        num_classes: int = 100, **kwargs) -> CifarResNet:
+    """The 3-stage bottleneck layout of the CIFAR ResNeXt-29 (3 blocks a stage, 9 x 3 + 2 = 29).
+
+    Stage planes (w, 2w, 4w) with w = 64 and a 64-wide stem, as in the ResNeXt paper's CIFAR
+    models; blocks widen their middle convolutions to ``planes * base_width / 64 * cardinality``.
+    Shared by the ResNeXt, SK-ResNeXt, ResNeSt and Res2Net CIFAR forms.
+    """
+    return CifarResNet(block, tuple(layers), (width, 2 * width, 4 * width), stem_width=width,
+                       cardinality=cardinality, base_width=base_width, num_classes=num_classes,
+                       **kwargs)
 
 
 _DEPTH_KNOB = Knob("depth", kind="choice", values=DEPTHS_3STAGE)

@@ -1,0 +1,88 @@
+"""Device-resident batches with whole-batch augmentation (the airbench way).
+
+The data set lives on the training device as one uint8 tensor; each step gathers a batch by
+index, crops it with one gather and flips it with one ``where``. There is no per-image Python,
+no PIL and no worker process, so the input pipeline costs almost nothing next to the model.
+Shuffles and augmentation draws come from a generator seeded by (seed, epoch): an epoch is
+the same whether it runs straight through or after a resume.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from mpbench.data import normalize
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad each image by ``padding`` and take a random same-size window per image."""
+    if padding == 0:
+        return x
+    b, _, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device)
+    dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # B,1,H,1
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # B,1,1,W
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    return padded[batch, chans, rows, cols]
+
+
+def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror a random half of the batch left-right."""
+    mask = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
+    return torch.where(mask[:, None, None, None], x.flip(3), x)
+
+
+class BatchLoader:
+    """Iterate (images, labels) batches of a device-resident uint8 data set.
+
+    ``train=True``: shuffled, augmented, last partial batch dropped. ``train=False``: in order,
+    every image once. ``shard=(rank, world)`` gives each distributed rank its slice of the
+    same permutation.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
+                 train: bool, mean, std, seed: int = 0, padding: int = 4, flip: bool = True,
+                 device: str | torch.device = "cpu", channels_last: bool = False,
+                 shard: tuple[int, int] = (0, 1)):
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.batch_size, self.train, self.seed = batch_size, train, seed
+        self.padding, self.flip = padding, flip
+        self.mean, self.std = mean, std
+        self.channels_last = channels_last
+        self.rank, self.world = shard
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _indices(self) -> tuple[torch.Tensor, torch.Generator]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        n = len(self.labels)
+        order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
+        if self.world > 1:
+            per_rank = n // self.world if self.train else -(-n // self.world)
+            order = order[self.rank * per_rank:(self.rank + 1) * per_rank]
+        return order, g
+
+    def __len__(self) -> int:
+        n = len(self.labels) // self.world if self.train else -(-len(self.labels) // self.world)
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    def __iter__(self):
+        order, g = self._indices()
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size].to(self.device)
+            x, y = self.images[idx], self.labels[idx]
+            if self.train:
+                x = random_crop(x, self.padding, g)
+                if self.flip:
+                    x = random_flip(x, g)
+            x = normalize(x, self.mean, self.std)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y

@@ -1,0 +1,100 @@
+"""Expand a suite into runs with stable ids, matched budgets and recorded complexity.
+
+Planning happens entirely before training: every model name, argument set and budget is
+checked here, so a typo or an unreachable budget stops the suite with one line and nothing
+written, instead of failing on day three.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from mpbench.config import Suite, SuiteError
+from mpbench.errors import UserError
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    suite: str
+    run_id: str
+    model: str          # registry name
+    label: str          # how results name it
+    family: str
+    args: dict          # full builder arguments, knob and num_classes included
+    seed: int
+    budget_gmacs: float | None
+    gmacs: float
+    params: int
+    knob: str | None
+    knob_value: Any
+    deviation: float | None  # (gmacs - budget) / budget
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", text).strip("-")
+
+
+def run_id(label: str, budget: float | None, seed: int) -> str:
+    """Stable, readable id: ``<label>[-b<budget>g]-s<seed>``."""
+    budget_part = f"-b{budget:g}g" if budget is not None else ""
+    return f"{slug(label)}{budget_part}-s{seed}"
+
+
+def plan_suite(suite: Suite, source: str = "<suite>", data_root=None) -> list[RunPlan]:
+    """Every (model, budget, seed) of the suite, matched and counted; raises on any problem."""
+    from mpbench.complexity import count_model
+    from mpbench.matching import BudgetError, match_budget, suite_geometry
+    from mpbench.plugins import load_plugins
+    from mpbench.registry import get_entry
+
+    load_plugins(suite.plugins, source)
+    input_size, num_classes = suite_geometry(suite, data_root)
+    plans: list[RunPlan] = []
+    for i, spec in enumerate(suite.models):
+        field = f"{source}: models[{i}]"
+        try:
+            entry = get_entry(spec.name)
+        except UserError as exc:
+            raise SuiteError(f"{field}.name: {exc}") from None
+        args = {**spec.args, "num_classes": num_classes, "in_chans": input_size[0]}
+        budgets = suite.budgets_gmacs if (suite.budgets_gmacs and spec.match) else (None,)
+        for budget in budgets:
+            try:
+                if budget is None:
+                    c = count_model(spec.name, args, input_size=input_size, num_classes=num_classes)
+                    full_args, knob, value, gmacs, params, dev = (
+                        entry.args(**args), entry.knob.name if entry.knob else None,
+                        entry.args(**args).get(entry.knob.name) if entry.knob else None,
+                        c.gmacs, c.params, None)
+                else:
+                    m = match_budget(spec.name, budget, args, input_size=input_size,
+                                     num_classes=num_classes, tolerance=suite.tolerance)
+                    full_args, knob, value, gmacs, params, dev = (
+                        m.args, m.knob, m.knob_value, m.gmacs, m.params, m.deviation)
+            except BudgetError as exc:
+                raise SuiteError(f"{source}: budgets_gmacs: {exc}") from None
+            except UserError as exc:
+                raise SuiteError(f"{field}: {exc}") from None
+            except (TypeError, ValueError, AssertionError) as exc:
+                raise SuiteError(f"{field}.args: {spec.name} cannot be built with "
+                                 f"{spec.args}: {exc}") from None
+            for seed in suite.seeds:
+                plans.append(RunPlan(
+                    suite.name, run_id(spec.display, budget, seed), spec.name, spec.display,
+                    entry.family, _plain(full_args), seed, budget, gmacs, params, knob, value, dev))
+    return plans
+
+
+def _plain(args: dict) -> dict:
+    """JSON-friendly arguments (tuples become lists) so configs compare after a round trip."""
+    def conv(v):
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if isinstance(v, dict):
+            return {k: conv(x) for k, x in v.items()}
+        return v
+    return {k: conv(v) for k, v in sorted(args.items())}

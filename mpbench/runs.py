@@ -1,0 +1,311 @@
+"""Run directories and the suite runner.
+
+Layout of ``--out`` (default ``runs/<suite name>``)::
+
+    suite.json            the validated suite, as run
+    plan.json             every planned run (so `mpbench status` needs nothing else)
+    results.csv           one row per finished run, rebuilt from the result files
+    runs/<run_id>/
+        config.json       resolved run config (model args after matching, recipe, data set)
+        metrics.json      per-epoch metrics so far
+        checkpoint.pt     latest epoch (+ checkpoint.pt.prev, the one before)
+        result.json       final result; its presence means "never train this again"
+        log.txt           what happened, including resumes and failures
+        .lock             held (flock) by the process training it
+
+A run is claimed with a non-blocking ``flock`` on its ``.lock``: the kernel drops it when the
+holder dies, so a crashed worker never blocks a run, and several ``mpbench run`` processes
+on one output directory share the work.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+
+from mpbench.config import Suite, SuiteError
+from mpbench.plan import RunPlan
+from mpbench.storage import atomic_write_json, atomic_write_text, read_json
+
+RESULT_COLUMNS = [
+    "suite", "run_id", "model", "label", "family", "budget_gmacs", "gmacs", "params",
+    "deviation", "knob", "knob_value", "seed", "epochs", "top1", "top5", "train_time_s",
+    "img_per_s", "status", "dataset", "device", "finished_at",
+]
+FINAL_STATUSES = ("done", "diverged", "oom")  # a run with one of these is never trained again
+
+
+def run_config(plan: RunPlan, suite: Suite) -> dict:
+    """Everything that determines a run's outcome; a changed config must not reuse a run dir."""
+    from mpbench import __version__
+    return {**plan.as_dict(), "dataset": suite.dataset.model_dump(),
+            "recipe": suite.recipe.model_dump(mode="json"), "mpbench_version": __version__}
+
+
+def _fingerprint(config: dict) -> dict:
+    return {k: config.get(k) for k in ("model", "args", "seed", "dataset", "recipe")}
+
+
+def check_existing(plans: list[RunPlan], suite: Suite, out: Path, source: str) -> None:
+    """Refuse to mix a changed suite into runs made with another config (before any write)."""
+    for plan in plans:
+        cfg_path = out / "runs" / plan.run_id / "config.json"
+        if not cfg_path.exists():
+            continue
+        old, new = _fingerprint(read_json(cfg_path)), _fingerprint(json.loads(
+            json.dumps(run_config(plan, suite), default=str)))
+        if old != new:
+            changed = next(k for k in new if old.get(k) != new.get(k))
+            raise SuiteError(
+                f"{source}: {changed}: run {plan.run_id} in {out} was made with a different "
+                f"{changed}; use another --out (or delete that run) to train the new config")
+
+
+@contextmanager
+def claim(run_dir: Path) -> Iterator[bool]:
+    """Try to own a run; yields False if another live process holds it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def is_claimed(run_dir: Path) -> bool:
+    lock = run_dir / ".lock"
+    if not lock.exists():
+        return False
+    fd = os.open(lock, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _log(run_dir: Path, message: str) -> None:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    with open(run_dir / "log.txt", "a") as f:
+        f.write(f"{stamp} {message}\n")
+
+
+def result_row(config: dict, status: str, history: list[dict], train_time_s: float,
+               device: str, error: str | None = None) -> dict:
+    last = history[-1] if history else {}
+    speeds = [h["img_per_s"] for h in history]
+    row = {k: config.get(k) for k in RESULT_COLUMNS if k in config}
+    row.update(
+        dataset=config["dataset"]["name"], epochs=last.get("epoch", 0),
+        top1=last.get("test_top1"), top5=last.get("test_top5"), train_time_s=train_time_s,
+        img_per_s=sorted(speeds)[len(speeds) // 2] if speeds else None, status=status,
+        device=device, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    if error:
+        row["error"] = error
+    return row
+
+
+def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.device,
+                progress: bool | None = None, echo: Callable[[str], None] = print) -> dict:
+    """Train one claimed run to completion (resuming if it can) and write its result."""
+    from mpbench.registry import create_model
+    from mpbench.train import Diverged, load_checkpoint, seed_everything, train
+
+    config = run_config(plan, suite)
+    if not (run_dir / "config.json").exists():
+        atomic_write_json(run_dir / "config.json", config)
+
+    def note(msg: str) -> None:
+        _log(run_dir, msg)
+        echo(f"  {plan.run_id}: {msg}")
+
+    retries = suite.recipe.max_retries
+    for attempt in range(retries + 1):
+        seed = plan.seed + 1000 * attempt  # a retry after divergence draws a new seed
+        resume = load_checkpoint(run_dir / "checkpoint.pt", log=note) if attempt == 0 else None
+        if resume is not None:
+            note(f"resuming after epoch {resume['epoch']}")
+        seed_everything(seed, suite.recipe.deterministic)
+        model = create_model(plan.model, **plan.args)
+
+        def on_epoch(m: dict) -> None:
+            history.append(m)
+            atomic_write_json(run_dir / "metrics.json", history, durable=False)
+            note(f"epoch {m['epoch']}/{suite.recipe.epochs} loss {m['train_loss']:.3f} "
+                 f"top1 {m['test_top1']:.2f} top5 {m['test_top5']:.2f} "
+                 f"{m['img_per_s']:.0f} img/s")
+
+        history = list(resume["history"]) if resume else []
+        try:
+            res = train(model, data, suite.recipe, seed=seed, device=device,
+                        checkpoint=run_dir / "checkpoint.pt", resume=resume, on_epoch=on_epoch,
+                        progress=progress, desc=plan.run_id)
+            row = result_row(config, "done", res.history, res.train_time_s, str(device))
+            break
+        except Diverged as exc:
+            note(f"diverged: {exc}" + (f"; retry {attempt + 1}/{retries}" if attempt < retries else ""))
+            for name in ("checkpoint.pt", "checkpoint.pt.prev"):
+                (run_dir / name).unlink(missing_ok=True)
+            row = result_row(config, "diverged", history, 0.0, str(device), str(exc))
+        except torch.cuda.OutOfMemoryError as exc:
+            note("out of memory")
+            row = result_row(config, "oom", history, 0.0, str(device), str(exc).split("\n")[0])
+            break
+    atomic_write_json(run_dir / "result.json", row)
+    (run_dir / "failure.json").unlink(missing_ok=True)
+    return row
+
+
+def collect_results(out: Path) -> list[dict]:
+    """One row per run that finished or failed (a failed run is retried by the next `run`)."""
+    rows = []
+    for run_dir in sorted(p for p in (out / "runs").glob("*") if p.is_dir()):
+        for name in ("result.json", "failure.json"):
+            if (run_dir / name).exists():
+                try:
+                    rows.append(read_json(run_dir / name))
+                except (OSError, json.JSONDecodeError):
+                    pass  # written atomically, so only foreign junk can be unreadable
+                break
+    return rows
+
+
+def write_results_csv(out: Path) -> Path:
+    """Rebuild ``results.csv`` from the result files: never a partial or duplicate row."""
+    import pandas as pd
+
+    rows = collect_results(out)
+    extra = sorted({k for r in rows for k in r} - set(RESULT_COLUMNS))
+    frame = pd.DataFrame(rows, columns=RESULT_COLUMNS + extra)
+    path = out / "results.csv"
+    atomic_write_text(path, frame.to_csv(index=False))
+    return path
+
+
+def run_suite(suite: Suite, plans: list[RunPlan], out: Path, *, data_root=None,
+              device: str = "auto", progress: bool | None = None,
+              echo: Callable[[str], None] = print) -> dict:
+    """Train every pending run of ``plans``; returns counts by outcome."""
+    from mpbench.data import load_dataset
+    from mpbench.train import resolve_device
+
+    dev = resolve_device(device)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "suite.json", suite.model_dump(mode="json"))
+    atomic_write_json(out / "plan.json", [p.as_dict() for p in plans])
+    counts = {"done": 0, "skipped": 0, "busy": 0, "diverged": 0, "oom": 0, "failed": 0}
+    data = None
+    t_suite = time.perf_counter()
+    for i, plan in enumerate(plans, 1):
+        run_dir = out / "runs" / plan.run_id
+        head = f"[{i}/{len(plans)}] {plan.run_id}"
+        if (run_dir / "result.json").exists():
+            counts["skipped"] += 1
+            echo(f"{head}: finished earlier, skipped")
+            continue
+        with claim(run_dir) as mine:
+            if not mine:
+                counts["busy"] += 1
+                echo(f"{head}: being trained by another process, skipped")
+                continue
+            if (run_dir / "result.json").exists():  # finished while we waited for the lock
+                counts["skipped"] += 1
+                continue
+            if data is None:
+                data = load_dataset(suite.dataset, data_root)
+            echo(f"{head}: {plan.model} {plan.gmacs:.4f} GMACs {plan.params / 1e6:.3f}M params "
+                 f"on {dev}")
+            try:
+                row = execute_run(plan, suite, run_dir, data, dev, progress, echo)
+            except Exception as exc:  # an unexpected failure: record, go on, retry next time
+                _log(run_dir, "failed:\n" + traceback.format_exc())
+                atomic_write_json(run_dir / "failure.json", result_row(
+                    run_config(plan, suite), "failed", [], 0.0, str(dev),
+                    f"{type(exc).__name__}: {exc}"))
+                echo(f"{head}: FAILED ({type(exc).__name__}: {exc}); see {run_dir / 'log.txt'}")
+                counts["failed"] += 1
+                continue
+            counts[row["status"]] += 1
+            write_results_csv(out)
+            echo(f"{head}: {row['status']} top1 {row['top1'] if row['top1'] is not None else '-'} "
+                 f"in {row['train_time_s']:.0f}s")
+    write_results_csv(out)
+    counts["wall_s"] = time.perf_counter() - t_suite
+    return counts
+
+
+def suite_status(out: Path) -> list[dict]:
+    """State of every planned run, read from the output directory alone."""
+    plan_path = out / "plan.json"
+    if not plan_path.exists():
+        from mpbench.errors import UserError
+        raise UserError(f"{out}: no plan.json here; is this an `mpbench run` output directory?")
+    rows = []
+    for plan in read_json(plan_path):
+        run_dir = out / "runs" / plan["run_id"]
+        state, epoch, top1 = "pending", 0, None
+        if (run_dir / "result.json").exists():
+            result = read_json(run_dir / "result.json")
+            state, epoch, top1 = result["status"], result.get("epochs"), result.get("top1")
+        else:
+            if (run_dir / "metrics.json").exists():
+                try:
+                    history = read_json(run_dir / "metrics.json")
+                    epoch, top1 = history[-1]["epoch"], history[-1]["test_top1"]
+                except (ValueError, IndexError, KeyError):
+                    pass
+                state = "partial"
+            if is_claimed(run_dir):
+                state = "running"
+        rows.append({"run_id": plan["run_id"], "state": state, "epoch": epoch, "top1": top1})
+    return rows
+
+
+def load_run(run_dir: str | Path) -> tuple[torch.nn.Module, dict]:
+    """The trained model of a run (final checkpoint, eval mode) and its resolved config."""
+    from mpbench.errors import UserError
+    from mpbench.registry import create_model
+    from mpbench.train import load_checkpoint
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise UserError(f"{run_dir}: not a run directory (no config.json)")
+    config = read_json(run_dir / "config.json")
+    state = load_checkpoint(run_dir / "checkpoint.pt", log=lambda m: None)
+    if state is None:
+        raise UserError(f"{run_dir}: no readable checkpoint.pt; train it with `mpbench run` first")
+    model = create_model(config["model"], **config["args"])
+    model.load_state_dict(state["model"])
+    return model.eval(), config
+
+
+def build_untrained(config: dict) -> torch.nn.Module:
+    """The run's network as initialised before training (same seed, same init)."""
+    from mpbench.registry import create_model
+    from mpbench.train import seed_everything
+
+    seed_everything(config["seed"])
+    return create_model(config["model"], **config["args"]).eval()

@@ -1,0 +1,252 @@
+"""One training run: model + data + recipe, resumable from any epoch boundary.
+
+The learning rate is a pure function of the step (:func:`lr_at`), and the data order and
+augmentation of an epoch depend only on (seed, epoch), so a checkpoint needs only the model,
+the optimizer, the RNG states and the epoch count: resuming reproduces the uninterrupted run.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mpbench.config import Recipe
+from mpbench.data import Dataset
+from mpbench.loader import BatchLoader
+from mpbench.storage import atomic_torch_save
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def lr_at(step: int, steps_per_epoch: int, recipe: Recipe, base_lr: float | None = None) -> float:
+    """Learning rate at optimizer step ``step`` (linear warm-up, then step/cosine/constant)."""
+    lr = recipe.lr if base_lr is None else base_lr
+    epoch = step / steps_per_epoch
+    if epoch < recipe.warmup_epochs:
+        return lr * (step + 1) / (recipe.warmup_epochs * steps_per_epoch)
+    if recipe.schedule == "step":
+        return lr * recipe.gamma ** sum(epoch >= m for m in recipe.milestones)
+    if recipe.schedule == "cosine":
+        t = (epoch - recipe.warmup_epochs) / max(recipe.epochs - recipe.warmup_epochs, 1e-9)
+        return lr * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    return lr
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from mpbench.errors import UserError
+        raise UserError(f"--device {device}: CUDA is not available on this machine")
+    return dev
+
+
+def rng_state() -> dict:
+    """Every RNG a run draws from, as tensors and plain numbers (loadable with weights_only)."""
+    _, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(),
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
+             "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    npst = state["numpy"]
+    np.random.set_state(("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"],
+                         npst["has_gauss"], npst["gauss"]))
+    random.setstate((3, tuple(int(v) for v in state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)
+    train_time_s: float = 0.0
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1] if self.history else {}
+
+
+def autocast_for(device: torch.device, recipe: Recipe):
+    use_bf16 = recipe.amp == "bf16" or (recipe.amp == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
+def loss_fn(model: nn.Module, out: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Cross-entropy; a model may define ``training_loss(out, y, smoothing)`` (ensembles do)."""
+    if hasattr(model, "training_loss"):
+        return model.training_loss(out, y, smoothing)
+    return F.cross_entropy(out, y, label_smoothing=smoothing)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: BatchLoader, autocast) -> dict:
+    """Test loss, top-1 and top-5 (percent) over every test image once."""
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=loader.device)
+    correct1 = torch.zeros((), dtype=torch.int64, device=loader.device)
+    correct5 = torch.zeros((), dtype=torch.int64, device=loader.device)
+    n = 0
+    for x, y in loader:
+        with autocast:
+            out = model(x)
+        out = out.float()
+        loss_sum += F.cross_entropy(out, y, reduction="sum").double()
+        top = out.topk(min(5, out.shape[1]), dim=1).indices
+        hits = top == y[:, None]
+        correct1 += hits[:, 0].sum()
+        correct5 += hits.any(dim=1).sum()
+        n += len(y)
+    return {"test_loss": loss_sum.item() / n, "test_top1": 100.0 * correct1.item() / n,
+            "test_top5": 100.0 * correct5.item() / n}
+
+
+def make_loaders(data: Dataset, recipe: Recipe, device: torch.device, seed: int,
+                 channels_last: bool) -> tuple[BatchLoader, BatchLoader]:
+    common = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last)
+    train = BatchLoader(data.train_x, data.train_y, recipe.batch_size, train=True, seed=seed,
+                        padding=recipe.crop_padding, flip=recipe.flip, **common)
+    test = BatchLoader(data.test_x, data.test_y, recipe.eval_batch_size, train=False, **common)
+    return train, test
+
+
+def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
+          device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
+          resume: dict | None = None, on_epoch: Callable[[dict], None] | None = None,
+          progress: bool | None = None, desc: str = "train") -> TrainResult:
+    """Train ``model`` for ``recipe.epochs`` epochs, checkpointing after each epoch.
+
+    ``resume`` is a loaded checkpoint (see :func:`load_checkpoint`); training continues at
+    its epoch with its model, optimizer and RNG states. ``on_epoch`` receives each epoch's
+    metrics (the runner writes them to disk).
+    """
+    from tqdm import tqdm
+
+    device = torch.device(device)
+    channels_last = recipe.channels_last == "on" or (recipe.channels_last == "auto" and device.type == "cuda")
+    model.to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                          nesterov=recipe.nesterov and recipe.momentum > 0,
+                          weight_decay=recipe.weight_decay)
+    train_loader, test_loader = make_loaders(data, recipe, device, seed, channels_last)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        from mpbench.errors import UserError
+        raise UserError(f"recipe.batch_size: {recipe.batch_size} is larger than the training set "
+                        f"({len(data.train_y)} images)")
+    result, start = TrainResult(), 0
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        set_rng_state(resume["rng"])
+        result.history = list(resume["history"])
+        result.train_time_s = float(resume["train_time_s"])
+        start = int(resume["epoch"])
+    autocast = autocast_for(device, recipe)
+
+    for epoch in range(start, recipe.epochs):
+        model.train()
+        train_loader.set_epoch(epoch)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        seen = 0
+        t0 = time.perf_counter()
+        bar = tqdm(train_loader, desc=f"{desc} epoch {epoch + 1}/{recipe.epochs}", leave=False,
+                   disable=(not progress) if progress is not None else None, unit="batch")
+        for i, (x, y) in enumerate(bar):
+            for group in opt.param_groups:
+                group["lr"] = lr_at(epoch * steps_per_epoch + i, steps_per_epoch, recipe)
+            with autocast:
+                out = model(x)
+                loss = loss_fn(model, out, y, recipe.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach().double() * len(y)
+            correct += (out.detach().argmax(1) == y).sum()
+            seen += len(y)
+            if (i % 50 == 0 or i == steps_per_epoch - 1) and not torch.isfinite(loss_sum):
+                raise Diverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}")
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        metrics = evaluate(model, test_loader, autocast)
+        result.train_time_s += train_s
+        metrics = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
+                   "train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen,
+                   **metrics, "epoch_time_s": train_s, "eval_time_s": time.perf_counter() - t1,
+                   "img_per_s": seen / train_s}
+        result.history.append(metrics)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, opt, epoch + 1, result)
+        if on_epoch is not None:
+            on_epoch(metrics)
+    return result
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int,
+                    result: TrainResult) -> None:
+    """Write the checkpoint atomically, keeping the previous one as ``<name>.prev``."""
+    path = Path(path)
+    state = {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+             "rng": rng_state(), "history": result.history, "train_time_s": result.train_time_s}
+    if path.exists():
+        path.replace(path.with_name(path.name + ".prev"))
+    atomic_torch_save(path, state)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP / compile wrappers: checkpoints carry no ``module.`` prefix."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model
+
+
+def load_checkpoint(path: str | Path, log: Callable[[str], None] = print) -> dict | None:
+    """Load the newest readable checkpoint (``path``, else ``path.prev``); None if neither.
+
+    Loading uses ``weights_only=True``: a checkpoint cannot run code.
+    """
+    path = Path(path)
+    for candidate in (path, path.with_name(path.name + ".prev")):
+        if not candidate.exists():
+            continue
+        try:
+            state = torch.load(candidate, map_location="cpu", weights_only=True)
+            if not {"model", "optimizer", "epoch", "rng", "history"} <= set(state):
+                raise ValueError("missing keys")
+            return state
+        except Exception as exc:  # truncated zip, bad pickle, missing keys: all mean unusable
+            log(f"checkpoint {candidate} unreadable ({type(exc).__name__}: {exc}); "
+                f"{'trying the previous one' if candidate == path else 'starting over'}")
+    return None
