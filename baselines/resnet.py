@@ -8,6 +8,7 @@ are 1x1 conv + BN projections (option B), which gives the published parameter co
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -53,14 +54,14 @@ class CifarResNet(nn.Module):
     ``block`` is a name in ``BLOCKS`` or any timm-style block class (``expansion``, the
     ``(inplanes, planes, stride, downsample, cardinality, base_width, ...)`` signature), so the
     attentive families reuse this class with timm's SK, ResNeSt and Res2Net blocks.
-    Extra keyword arguments go to every block.
+    Extra keyword arguments go to every block; ``stage_kwargs[i]`` updates them for stage i.
     """
 
     def __init__(self, block: str | type = "basic", layers: Sequence[int] = (9, 9, 9),
                  widths: Sequence[int] = (16, 32, 64), stem_width: int | None = None,
                  num_classes: int = 100, in_chans: int = 3, drop_rate: float = 0.0,
-                 cardinality: int = 1, base_width: int = 64, attn_layer: str | None = None,
-                 **block_kwargs):
+                 cardinality: int = 1, base_width: float = 64, attn_layer: str | None = None,
+                 stage_kwargs: Sequence[dict] | None = None, **block_kwargs):
         super().__init__()
         block_cls = BLOCKS[block] if isinstance(block, str) else block
         stem_width = stem_width or widths[0]
@@ -69,9 +70,11 @@ class CifarResNet(nn.Module):
         stages, chs = [], stem_width
         extra = dict(cardinality=cardinality, base_width=base_width, **block_kwargs)
         if attn_layer is not None:
-            extra["attn_layer"] = attn_layer if callable(attn_layer) else create_attn_factory(attn_layer)
+            extra["attn_layer"] = (attn_layer if callable(attn_layer)
+                                   else create_attn_factory(attn_layer))
         for i, (depth, planes) in enumerate(zip(layers, widths)):
-            stage, chs = make_stage(block_cls, chs, planes, depth, 1 if i == 0 else 2, **extra)
+            kw = {**extra, **(stage_kwargs[i] if stage_kwargs else {})}
+            stage, chs = make_stage(block_cls, chs, planes, depth, 1 if i == 0 else 2, **kw)
             stages.append(stage)
         self.stages = nn.Sequential(*stages)
         self.num_features = chs
@@ -124,31 +127,58 @@ def depth_to_layers(depth: int) -> tuple[int, int, int]:
     return (n, n, n)
 
 
-def resnet_by_depth(depth: int = 56, width: int = 16, num_classes: int = 100, **kwargs) -> CifarResNet:
-    """3-stage CIFAR ResNet of depth 6n+2 with stage widths (w, 2w, 4w)."""
-    return CifarResNet("basic", depth_to_layers(depth), (width, 2 * width, 4 * width),
+def stage_widths(width: float, stages: int) -> tuple[int, ...]:
+    """(w, 2w, 4w, ...) rounded per stage, so a fractional width is a finer FLOP knob.
+
+    With whole-number widths, consecutive widths near w = 9 differ by ~20% in MACs and a ±2%
+    budget is usually unreachable; rounding each stage separately gives steps of ~1-2%.
+    """
+    return tuple(max(1, round(width * 2 ** i)) for i in range(stages))
+
+
+def resnet_by_depth(depth: int = 56, width: float = 16, num_classes: int = 100,
+                    block: str | type = "basic", **kwargs) -> CifarResNet:
+    """3-stage CIFAR ResNet of depth 6n+2 (two-conv blocks) with stage widths (w, 2w, 4w)."""
+    return CifarResNet(block, depth_to_layers(depth), stage_widths(width, 3),
                        num_classes=num_classes, **kwargs)
 
 
-def resnet_4stage(layers: Sequence[int] = (2, 2, 2, 2), width: int = 64, num_classes: int = 100,
-                  block: str = "basic", **kwargs) -> CifarResNet:
+def resnet_4stage(layers: Sequence[int] = (2, 2, 2, 2), width: float = 64,
+                  num_classes: int = 100, block: str | type = "basic", **kwargs) -> CifarResNet:
     """ResNet-18/34 layout with a CIFAR stem; stage widths (w, 2w, 4w, 8w)."""
-    return CifarResNet(block, tuple(layers), tuple(width * 2 ** i for i in range(4)),
-                       num_classes=num_classes, **kwargs)
+    return CifarResNet(block, tuple(layers), stage_widths(width, 4), num_classes=num_classes,
+                       **kwargs)
 
 
 def resnet_bottleneck29(block: str | type = "bottleneck", layers: Sequence[int] = (3, 3, 3),
-                        width: int = 64, cardinality: int = 1, base_width: int = 64,
-                        num_classes: int = 100, **kwargs) -> CifarResNet:
+                        width: int = 64, cardinality: int = 1, base_width: float = 64,
+                        num_classes: int = 100, group_multiple: int = 1,
+                        **kwargs) -> CifarResNet:
     """The 3-stage bottleneck layout of the CIFAR ResNeXt-29 (3 blocks a stage, 9 x 3 + 2 = 29).
 
-    Stage planes (w, 2w, 4w) with w = 64 and a 64-wide stem, as in the ResNeXt paper's CIFAR
-    models; blocks widen their middle convolutions to ``planes * base_width / 64 * cardinality``.
+    Stage planes (w, 2w, 4w), block outputs 4x that, and a w-wide stem; w = 64 is the ResNeXt
+    paper's CIFAR layout, w = 16 the plain CIFAR ResNets' widths (for small budgets).
+
+    ``base_width`` is the paper's "d": channels per group in the first stage's grouped 3x3
+    convolution, whatever w is; stage i has ``round(d * 2**i)`` (rounded to a multiple of
+    ``group_multiple``, at least one multiple). A fractional d is thus a fine FLOP knob:
+    rounding, unlike timm's floor, makes the stages change at *different* values of d, so
+    MACs rise in small steps instead of jumping at every whole d. timm's blocks define base
+    width relative to 64 planes, so each stage's value is converted; w must be a power of
+    two for that conversion to be exact in floating point. Integer d gives timm's widths.
     Shared by the ResNeXt, SK-ResNeXt, ResNeSt and Res2Net CIFAR forms.
     """
-    return CifarResNet(block, tuple(layers), (width, 2 * width, 4 * width), stem_width=width,
-                       cardinality=cardinality, base_width=base_width, num_classes=num_classes,
-                       **kwargs)
+    if width < 1 or width & (width - 1):
+        raise ValueError(f"bottleneck layout width must be a power of two, got {width}")
+    if base_width < 1:
+        raise ValueError(f"base_width must be at least 1, got {base_width}")
+    m = group_multiple
+    per_group = [max(m, math.floor(base_width * 2 ** i / m + 0.5) * m)
+                 for i in range(len(layers))]
+    stage_kwargs = [{"base_width": g * 64 / (width * 2 ** i)} for i, g in enumerate(per_group)]
+    return CifarResNet(block, tuple(layers), tuple(width * 2 ** i for i in range(len(layers))),
+                       stem_width=width, cardinality=cardinality, stage_kwargs=stage_kwargs,
+                       num_classes=num_classes, **kwargs)
 
 
 _DEPTH_KNOB = Knob("depth", kind="choice", values=DEPTHS_3STAGE)
@@ -156,7 +186,9 @@ for _d in (20, 32, 44, 56, 110):
     register_model(resnet_by_depth, name=f"cifar_resnet{_d}", family="resnet", knob=_DEPTH_KNOB,
                    depth=_d, width=16)
 
-_WIDTH_KNOB = Knob("width", kind="int", low=8, high=256, step=8)
+# Float: stage widths are rounded per stage (see stage_widths); steps of 8 would leave 25%
+# gaps in MACs at width 64, too coarse to meet a budget within a few percent.
+_WIDTH_KNOB = Knob("width", kind="float", low=4, high=256)
 register_model(resnet_4stage, name="cifar_resnet18", family="resnet4", knob=_WIDTH_KNOB,
                layers=(2, 2, 2, 2), width=64)
 register_model(resnet_4stage, name="cifar_resnet34", family="resnet4", knob=_WIDTH_KNOB,

@@ -27,6 +27,8 @@ class DatasetConfig(_Strict):
     name: Literal["cifar10", "cifar100", "imagefolder", "synthetic"]
     root: str | None = None  # default: --data-root, else ~/.cache/mpbench/data
     download: bool = False
+    # a class-balanced, fixed subset of the training images (CPU-sized suites); test set stays whole
+    train_subset: int | None = Field(None, ge=1)
     # synthetic only: a learnable toy problem of this size
     num_classes: int | None = Field(None, ge=2)
     num_train: int = Field(512, ge=1)

@@ -53,6 +53,23 @@ class Dataset:
         if not self.mean:
             self.mean, self.std = channel_stats(self.train_x)
 
+    def subset(self, n: int, seed: int = 0) -> "Dataset":
+        """A class-balanced training subset of ``n`` images (the same one for every run)."""
+        if n >= len(self.train_y):
+            return self
+        g = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(self.train_y), generator=g)
+        # round-robin over classes in shuffled order keeps the subset balanced
+        rank = torch.empty_like(order)
+        for c in range(self.num_classes):
+            idx = order[self.train_y[order] == c]
+            rank[idx] = torch.arange(len(idx)) * self.num_classes + c
+        keep = torch.sort(rank).indices[:n].sort().values
+        pick = lambda t: t[keep] if t is not None else None  # noqa: E731
+        return Dataset(self.name, self.train_x[keep], self.train_y[keep], self.test_x,
+                       self.test_y, self.classes, pick(self.train_coarse), self.test_coarse,
+                       self.coarse_classes, self.mean, self.std)
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
@@ -86,8 +103,15 @@ def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
 # --------------------------------------------------------------------------- CIFAR pickles
 
 def _unpickle(path: Path) -> dict:
+    """Load one CIFAR pickle. The originals are Python 2 pickles whose keys arrive as str
+    (with latin1) or bytes (if re-pickled by Python 3 tools); accept both."""
     with open(path, "rb") as f:
-        return pickle.load(f, encoding="latin1")
+        raw = pickle.load(f, encoding="latin1")
+    return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in raw.items()}
+
+
+def _text(name) -> str:
+    return name.decode("latin1") if isinstance(name, bytes) else str(name)
 
 
 def _to_chw(data) -> torch.Tensor:
@@ -104,7 +128,7 @@ def read_cifar10(folder: Path) -> Dataset:
         _to_chw(np.concatenate([b["data"] for b in train])),
         torch.tensor([y for b in train for y in b["labels"]], dtype=torch.int64),
         _to_chw(test["data"]), torch.tensor(test["labels"], dtype=torch.int64),
-        list(meta["label_names"]))
+        [_text(n) for n in meta["label_names"]])
 
 
 def read_cifar100(folder: Path) -> Dataset:
@@ -114,10 +138,10 @@ def read_cifar100(folder: Path) -> Dataset:
         "cifar100",
         _to_chw(train["data"]), torch.tensor(train["fine_labels"], dtype=torch.int64),
         _to_chw(test["data"]), torch.tensor(test["fine_labels"], dtype=torch.int64),
-        list(meta["fine_label_names"]),
+        [_text(n) for n in meta["fine_label_names"]],
         torch.tensor(train["coarse_labels"], dtype=torch.int64),
         torch.tensor(test["coarse_labels"], dtype=torch.int64),
-        list(meta["coarse_label_names"]))
+        [_text(n) for n in meta["coarse_label_names"]])
 
 
 def load_cifar(name: str, root: Path, download: bool) -> Dataset:
@@ -265,18 +289,23 @@ def default_root() -> Path:
 def load_dataset(config, data_root: str | Path | None = None) -> Dataset:
     """Load the data set a suite names. ``config`` is a DatasetConfig or its dict.
 
-    The root is the suite's ``dataset.root``, else ``data_root`` (``--data-root``), else
-    ``~/.cache/mpbench/data``; a relative suite root is taken relative to ``data_root``.
+    The root is ``data_root`` (``--data-root``: where the data live on this machine), else
+    the suite's ``dataset.root`` (relative to the working directory), else
+    ``~/.cache/mpbench/data``. For CIFAR it is the folder holding ``cifar-10-batches-py`` /
+    ``cifar-100-python``; for an image folder, the folder itself (or one holding its .tar.gz).
     """
     cfg = config if isinstance(config, dict) else config.model_dump()
     name = cfg["name"]
     if name == "synthetic":
-        return synthetic(cfg.get("num_classes") or 10, cfg.get("num_train", 512),
+        data = synthetic(cfg.get("num_classes") or 10, cfg.get("num_train", 512),
                          cfg.get("num_test", 256), cfg.get("image_size", 32))
-    root = Path(data_root) if data_root else default_root()
-    if cfg.get("root"):
-        root = root / cfg["root"] if not Path(cfg["root"]).is_absolute() and data_root else Path(cfg["root"])
-    root = root.expanduser()
+    else:
+        data = _load_full(cfg, name, data_root)
+    return data.subset(cfg["train_subset"]) if cfg.get("train_subset") else data
+
+
+def _load_full(cfg: dict, name: str, data_root) -> Dataset:
+    root = Path(data_root or cfg.get("root") or default_root()).expanduser()
     if name in CIFAR_URLS:
         return load_cifar(name, root, bool(cfg.get("download")))
     return load_image_folder(root)

@@ -50,8 +50,9 @@ class Knob:
     def describe(self) -> str:
         if self.kind == "choice":
             return f"{self.name} in {list(self.values)}"
-        step = "depends on args" if callable(self.step) else self.step
-        return f"{self.name} ({self.kind}, {self.low:g}..{self.high:g}, step {step})"
+        step = "" if self.kind == "float" else (
+            ", step depends on args" if callable(self.step) else f", step {self.step}")
+        return f"{self.name} ({self.kind}, {self.low:g}..{self.high:g}{step})"
 
 
 @dataclass(frozen=True)
@@ -157,3 +158,6 @@ def _ensure_builtin() -> None:
     """Import the built-in model modules so their decorators have run."""
     import mpbench.models  # noqa: F401
     import mpbench.baselines  # noqa: F401
+    from mpbench.plugins import load_entry_points
+
+    load_entry_points()

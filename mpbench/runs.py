@@ -45,11 +45,16 @@ RESULT_COLUMNS = [
 FINAL_STATUSES = ("done", "diverged", "oom")  # a run with one of these is never trained again
 
 
-def run_config(plan: RunPlan, suite: Suite) -> dict:
-    """Everything that determines a run's outcome; a changed config must not reuse a run dir."""
+def run_config(plan: RunPlan, suite: Suite, source: str | None = None) -> dict:
+    """Everything that determines a run's outcome; a changed config must not reuse a run dir.
+
+    ``plugins`` and ``suite_file`` let :func:`load_run` rebuild a user's plugin model later.
+    """
     from mpbench import __version__
     return {**plan.as_dict(), "dataset": suite.dataset.model_dump(),
-            "recipe": suite.recipe.model_dump(mode="json"), "mpbench_version": __version__}
+            "recipe": suite.recipe.model_dump(mode="json"), "plugins": list(suite.plugins),
+            "suite_file": str(Path(source).resolve()) if source else None,
+            "mpbench_version": __version__}
 
 
 def _fingerprint(config: dict) -> dict:
@@ -129,12 +134,13 @@ def result_row(config: dict, status: str, history: list[dict], train_time_s: flo
 
 
 def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.device,
-                progress: bool | None = None, echo: Callable[[str], None] = print) -> dict:
+                progress: bool | None = None, echo: Callable[[str], None] = print,
+                source: str | None = None) -> dict:
     """Train one claimed run to completion (resuming if it can) and write its result."""
     from mpbench.registry import create_model
     from mpbench.train import Diverged, load_checkpoint, seed_everything, train
 
-    config = run_config(plan, suite)
+    config = run_config(plan, suite, source)
     if not (run_dir / "config.json").exists():
         atomic_write_json(run_dir / "config.json", config)
 
@@ -207,7 +213,7 @@ def write_results_csv(out: Path) -> Path:
 
 def run_suite(suite: Suite, plans: list[RunPlan], out: Path, *, data_root=None,
               device: str = "auto", progress: bool | None = None,
-              echo: Callable[[str], None] = print) -> dict:
+              echo: Callable[[str], None] = print, source: str | None = None) -> dict:
     """Train every pending run of ``plans``; returns counts by outcome."""
     from mpbench.data import load_dataset
     from mpbench.train import resolve_device
@@ -239,11 +245,11 @@ def run_suite(suite: Suite, plans: list[RunPlan], out: Path, *, data_root=None,
             echo(f"{head}: {plan.model} {plan.gmacs:.4f} GMACs {plan.params / 1e6:.3f}M params "
                  f"on {dev}")
             try:
-                row = execute_run(plan, suite, run_dir, data, dev, progress, echo)
+                row = execute_run(plan, suite, run_dir, data, dev, progress, echo, source)
             except Exception as exc:  # an unexpected failure: record, go on, retry next time
                 _log(run_dir, "failed:\n" + traceback.format_exc())
                 atomic_write_json(run_dir / "failure.json", result_row(
-                    run_config(plan, suite), "failed", [], 0.0, str(dev),
+                    run_config(plan, suite, source), "failed", [], 0.0, str(dev),
                     f"{type(exc).__name__}: {exc}"))
                 echo(f"{head}: FAILED ({type(exc).__name__}: {exc}); see {run_dir / 'log.txt'}")
                 counts["failed"] += 1
@@ -284,6 +290,12 @@ def suite_status(out: Path) -> list[dict]:
     return rows
 
 
+def _load_run_plugins(config: dict) -> None:
+    if config.get("plugins"):
+        from mpbench.plugins import load_plugins
+        load_plugins(config["plugins"], config.get("suite_file") or "<run config>")
+
+
 def load_run(run_dir: str | Path) -> tuple[torch.nn.Module, dict]:
     """The trained model of a run (final checkpoint, eval mode) and its resolved config."""
     from mpbench.errors import UserError
@@ -294,6 +306,7 @@ def load_run(run_dir: str | Path) -> tuple[torch.nn.Module, dict]:
     if not (run_dir / "config.json").exists():
         raise UserError(f"{run_dir}: not a run directory (no config.json)")
     config = read_json(run_dir / "config.json")
+    _load_run_plugins(config)
     state = load_checkpoint(run_dir / "checkpoint.pt", log=lambda m: None)
     if state is None:
         raise UserError(f"{run_dir}: no readable checkpoint.pt; train it with `mpbench run` first")
@@ -307,5 +320,6 @@ def build_untrained(config: dict) -> torch.nn.Module:
     from mpbench.registry import create_model
     from mpbench.train import seed_everything
 
+    _load_run_plugins(config)
     seed_everything(config["seed"])
     return create_model(config["model"], **config["args"]).eval()

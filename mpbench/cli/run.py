@@ -40,7 +40,7 @@ def run(args) -> int:
                   f"{p.params / 1e6:>8.3f}M  {knob}")
         return 0
     counts = run_suite(suite, plans, out, data_root=args.data_root, device=args.device,
-                       progress=False if args.no_progress else None)
+                       progress=False if args.no_progress else None, source=args.suite)
     print(f"suite {suite.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items() if k != "wall_s")
           + f" in {counts['wall_s']:.0f}s; results in {out / 'results.csv'}")
     return 1 if counts["failed"] else 0

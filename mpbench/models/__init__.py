@@ -1,1 +1,2 @@
 """mpbench's own model families: the multi-path networks under test."""
+from . import mp_resnet  # noqa: F401  (registers the mp_resnet family)

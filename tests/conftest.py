@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny synthetic data and suites, real CIFAR-10 JPEG copy when present."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_CIFAR10_JPG = REPO.parent / "shared" / "data" / "cifar10-jpg"
+
+# Two cores are shared by the test process and any subprocess it starts.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Keep image-folder caches out of the user's ~/.cache."""
+    monkeypatch.setenv("MPBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "mpbench-cache"))
+
+
+@pytest.fixture
+def cifar10_jpg() -> Path:
+    if not SHARED_CIFAR10_JPG.exists():
+        pytest.skip("real CIFAR-10 JPEG copy not present (../shared/data/cifar10-jpg)")
+    return SHARED_CIFAR10_JPG
+
+
+def write_suite(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+TINY_SUITE = """\
+name: tiny
+dataset: {name: synthetic, num_classes: 4, num_train: 64, num_test: 32, image_size: 16}
+recipe: {epochs: 2, batch_size: 16, eval_batch_size: 32, lr: 0.05, schedule: cosine, deterministic: true}
+seeds: [0]
+models:
+  - {name: cifar_resnet_tiny, args: {width: 4}}
+"""

@@ -1,0 +1,60 @@
+"""Several `mpbench run` processes on one output directory share the work."""
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+
+from mpbench.runs import claim, is_claimed
+
+SUITE = """\
+name: shared
+dataset: {name: synthetic, num_classes: 4, num_train: 128, num_test: 32, image_size: 16}
+recipe: {epochs: 2, batch_size: 32, eval_batch_size: 32, lr: 0.05, schedule: cosine}
+seeds: [0, 1, 2]
+models:
+  - {name: cifar_resnet_tiny, args: {width: 4}}
+"""
+
+
+def test_claim_is_exclusive_and_released(tmp_path):
+    run_dir = tmp_path / "r"
+    with claim(run_dir) as first:
+        assert first and is_claimed(run_dir)
+        with claim(run_dir) as second:  # another open file description: flock conflicts
+            assert not second
+    assert not is_claimed(run_dir)
+
+
+def test_lock_of_a_killed_holder_is_free(tmp_path):
+    run_dir = tmp_path / "r"
+    code = ("import sys, os, fcntl; from mpbench.runs import claim\n"
+            f"c = claim(__import__('pathlib').Path({str(run_dir)!r})); c.__enter__(); "
+            "print('held', flush=True); sys.stdin.read()")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    assert is_claimed(run_dir)
+    proc.kill()
+    proc.wait()
+    assert not is_claimed(run_dir)
+
+
+def test_two_workers_train_each_run_once(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(SUITE)
+    out = tmp_path / "o"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "mpbench", "run", str(path), "--out", str(out), "--no-progress"]
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    results = pd.read_csv(out / "results.csv")
+    assert sorted(results.run_id) == [f"cifar_resnet_tiny-s{s}" for s in range(3)]
+    assert (results.status == "done").all()
+    # each run was trained by exactly one process: one "epoch 1/2" line per run in its log
+    for s in range(3):
+        log = (out / "runs" / f"cifar_resnet_tiny-s{s}" / "log.txt").read_text()
+        assert log.count("epoch 1/2") == 1, log
