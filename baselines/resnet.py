@@ -194,4 +194,4 @@ register_model(resnet_4stage, name="cifar_resnet18", family="resnet4", knob=_WID
 register_model(resnet_4stage, name="cifar_resnet34", family="resnet4", knob=_WIDTH_KNOB,
                layers=(3, 4, 6, 3), width=64)
 register_model(resnet_by_depth, name="cifar_resnet_tiny", family="resnet",
-               knob=Knob("width", kind="int", low=4, high=64, step=4), depth=8, width=8)
+               knob=Knob("width", kind="float", low=2, high=64), depth=8, width=8)

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 import yaml
 from mpbench.errors import UserError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_serializer, model_validator)
 
 
 class SuiteError(UserError, ValueError):
@@ -57,6 +58,17 @@ class Recipe(_Strict):
     channels_last: Literal["auto", "on", "off"] = "auto"
     deterministic: bool = False  # bit-reproducible kernels (slower on CUDA)
     max_retries: int = Field(0, ge=0)  # re-tries of a diverged run with a new seed offset
+    # fine-tuning (mpbench.finetune): train only the classifier (backbone frozen, BN in eval
+    # mode) for the first N epochs; resize every batch on the device to input_size² (e.g. 224
+    # for ImageNet-pretrained weights; None: the data set's size)
+    freeze_backbone_epochs: int = Field(0, ge=0)
+    input_size: int | None = Field(None, ge=8)
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_finetune(self, handler):
+        # fine-tuning fields at their defaults are left out, so run configs written before
+        # they existed keep the same recipe fingerprint (runs.check_existing)
+        return _drop_defaults(handler(self), {"freeze_backbone_epochs": 0, "input_size": None})
 
     @model_validator(mode="after")
     def _milestones_fit(self):
@@ -72,6 +84,26 @@ class ModelSpec(_Strict):
     args: dict[str, Any] = Field(default_factory=dict)
     label: str | None = None  # how the model appears in results; default: its name
     match: bool = True        # match each suite budget (False: build as given)
+    # start from weights (mpbench.finetune): a checkpoint file (.pt/.pth/.safetensors), a
+    # finished run directory, or timm:<name> (pretrained, needs the hub or its cache)
+    init: str | None = None
+    init_mode: Literal["finetune", "upcycle"] = "finetune"  # upcycle: single path -> mp_resnet
+    init_strict: bool = False    # error on missing/unexpected/mis-shaped keys (head excepted)
+    upcycle_noise: float = Field(0.0, ge=0)  # relative std of noise on upcycled path convs
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_init(self, handler):
+        return _drop_defaults(handler(self), {"init": None, "init_mode": "finetune",
+                                              "init_strict": False, "upcycle_noise": 0.0})
+
+    @model_validator(mode="after")
+    def _init_options_need_init(self):
+        if self.init is None and (self.init_mode != "finetune" or self.init_strict
+                                  or self.upcycle_noise):
+            raise ValueError("init_mode, init_strict and upcycle_noise need an init: source")
+        if self.upcycle_noise and self.init_mode != "upcycle":
+            raise ValueError("upcycle_noise applies to init_mode: upcycle only")
+        return self
 
     @property
     def display(self) -> str:
@@ -125,6 +157,10 @@ class Suite(_Strict):
                 raise ValueError(f"duplicate model entry '{spec.display}' (give each a distinct label)")
             seen.add(spec.display)
         return v
+
+
+def _drop_defaults(data: dict, defaults: dict) -> dict:
+    return {k: v for k, v in data.items() if not (k in defaults and v == defaults[k])}
 
 
 def _field_path(loc: tuple) -> str:

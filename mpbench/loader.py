@@ -39,8 +39,11 @@ class BatchLoader:
     """Iterate (images, labels) batches of a device-resident uint8 data set.
 
     ``train=True``: shuffled, augmented, last partial batch dropped. ``train=False``: in order,
-    every image once. ``shard=(rank, world)`` gives each distributed rank its slice of the
-    same permutation.
+    every image once. ``shard=(rank, world)``: training batches are per-rank shares of a global
+    batch of ``batch_size * world`` images; every rank builds that same global batch (same
+    permutation, same augmentation draws) and keeps the rows ``rank::world``, so the union of
+    the ranks' step-i batches is exactly step i of a single process with the global batch.
+    Evaluation splits the images into ``world`` contiguous chunks.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
@@ -64,8 +67,8 @@ class BatchLoader:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         n = len(self.labels)
         order = torch.randperm(n, generator=g) if self.train else torch.arange(n)
-        if self.world > 1:
-            per_rank = n // self.world if self.train else -(-n // self.world)
+        if self.world > 1 and not self.train:  # training shards per batch, in __iter__
+            per_rank = -(-n // self.world)
             order = order[self.rank * per_rank:(self.rank + 1) * per_rank]
         return order, g
 
@@ -75,13 +78,16 @@ class BatchLoader:
 
     def __iter__(self):
         order, g = self._indices()
+        step = self.batch_size * (self.world if self.train else 1)  # train: the global batch
         for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size].to(self.device)
+            idx = order[i * step:(i + 1) * step].to(self.device)
             x, y = self.images[idx], self.labels[idx]
             if self.train:
                 x = random_crop(x, self.padding, g)
                 if self.flip:
                     x = random_flip(x, g)
+                if self.world > 1:  # this rank's share of the global batch
+                    x, y = x[self.rank::self.world], y[self.rank::self.world]
             x = normalize(x, self.mean, self.std)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -26,7 +26,6 @@ deterministic and cached per (model, arguments, budget, input size, classes, tol
 from __future__ import annotations
 
 import math
-import tarfile
 from bisect import bisect_left
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -37,7 +36,6 @@ from mpbench.errors import UserError
 
 __all__ = ["Match", "BudgetError", "match_budget", "describe", "match_suite", "suite_geometry"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _FLOAT_DECIMALS = 4
 _MAX_COUNTS = 40  # safety net; a search normally needs 3-8 counts
 
@@ -200,16 +198,21 @@ def _search_grid(grid: Sequence, probe: _Probe, target: float, start: int,
 def _search_float(low: float, high: float, probe: _Probe, target: float, start: float,
                   tolerance: float, power: float) -> float:
     """A value in [low, high] (4 decimals) whose MACs are closest to ``target`` among those
-    tried: stops within tolerance/4, or within tolerance after 6 tries, or once the budget
-    is pinned between two values 0.1% apart (MACs jump there: channels are whole numbers)."""
+    tried. Channels are whole numbers, so MACs are a step function of a float knob; each try
+    costs a model build. Hence the search stops when the closest try is within tolerance/4
+    (tolerance/2 from the third try, the tolerance itself from the fifth), when both sides of
+    the bracket are within tolerance, or when the bracket has closed on a single jump (two
+    tries in a row found no new MAC value, or the ends are 0.1% apart)."""
     eps = 10 ** -_FLOAT_DECIMALS
     lo, hi = None, None  # tried values with MACs <= target / > target
     x = round(min(max(start, low), high), _FLOAT_DECIMALS)
-    points, sides = [], []
+    points, sides, stale = [], [], 0
     while True:
+        known = set(probe.seen.values())
         macs = probe(x)
-        dev = abs(macs - target) / target
-        if dev <= tolerance / 4 or (dev <= tolerance and len(probe.seen) >= 6):
+        stale = stale + 1 if macs in known else 0
+        dev, tries = abs(macs - target) / target, len(probe.seen)
+        if dev <= tolerance * (0.25 if tries <= 2 else 0.5 if tries <= 4 else 1.0):
             break
         if macs <= target:
             lo, side = x, "lo"
@@ -220,8 +223,10 @@ def _search_float(low: float, high: float, probe: _Probe, target: float, start: 
             points.append((math.log(x), math.log(macs)))
         if (lo is not None and lo >= high) or (hi is not None and hi <= low):
             break  # budget beyond the knob's range
-        if lo is not None and hi is not None and hi - lo <= max(eps, 1e-3 * hi):
-            break
+        if lo is not None and hi is not None:
+            near = max(abs(probe.seen[v] - target) for v in (lo, hi)) <= tolerance * target
+            if near or stale >= 2 or hi - lo <= max(eps, 1e-3 * hi):
+                break
         a = lo if lo is not None else low
         b = hi if hi is not None else high
         guess = _secant(points[-2:], target, power)
@@ -373,6 +378,7 @@ def suite_geometry(suite, data_root: str | Path | None = None,
     (10 when unset, as :mod:`mpbench.data` does). Image folders: class folders under
     ``train/`` (folder or one ``.tar.gz``) and the first image's size; ``num_classes``
     supplies the count when the data is not reachable, and must agree with it when it is.
+    A recipe ``input_size`` (batches resized on the device, for fine-tuning) sets the size.
     """
     from mpbench.config import SuiteError
 
@@ -382,66 +388,34 @@ def suite_geometry(suite, data_root: str | Path | None = None,
     elif ds.name == "synthetic":
         found = (ds.num_classes or num_classes or 10, ds.image_size, ds.image_size)
     else:
-        root = _dataset_root(ds, data_root)
-        found = _image_folder_info(root)
-        if found is None and num_classes is None:
-            raise SuiteError(f"suite {suite.name}: cannot find the image folder at {root} to "
-                             f"count its classes; pass --data-root or --classes")
+        found = _image_folder_info(ds, data_root, suite.name, num_classes)
     if found is None:
-        return (3, 32, 32), int(num_classes)
+        found = (int(num_classes), 32, 32)
     classes, height, width = found
     if num_classes is not None and int(num_classes) != classes:
         raise SuiteError(f"suite {suite.name}: data set {ds.name} has {classes} classes, "
                          f"not {num_classes}")
+    resize = getattr(suite.recipe, "input_size", None)
+    if resize:
+        height = width = resize
     return (3, int(height), int(width)), int(classes)
 
 
-def _dataset_root(ds, data_root: str | Path | None) -> Path:
-    """Same resolution as ``mpbench.data.load_dataset``: suite root, else --data-root, else
-    the default cache; a relative suite root is taken relative to --data-root."""
+def _image_folder_info(ds, data_root, suite_name: str,
+                       num_classes: int | None) -> tuple[int, int, int] | None:
+    """(classes, height, width) of an image folder, read through the data loader (and so
+    through its decoded-once cache, where training will read it too)."""
+    from mpbench.config import SuiteError
+    from mpbench.data import DataError, load_dataset
+
     try:
-        from mpbench.data import default_root
-        default = default_root()
-    except ImportError:  # pragma: no cover
-        default = Path.home() / ".cache" / "mpbench" / "data"
-    root = Path(data_root) if data_root else default
-    if ds.root:
-        rel = not Path(ds.root).is_absolute() and data_root
-        root = root / ds.root if rel else Path(ds.root)
-    return root.expanduser()
-
-
-def _image_folder_info(root: Path) -> tuple[int, int, int] | None:
-    """(classes, height, width) of ``root/train/<class>/*`` or of the one archive in root."""
-    if (root / "train").is_dir():
-        classes = sorted(p for p in (root / "train").iterdir() if p.is_dir())
-        first = next((f for c in classes for f in sorted(c.iterdir())
-                      if f.suffix.lower() in IMAGE_SUFFIXES), None)
-        if not classes or first is None:
+        data = load_dataset(ds, data_root)
+    except DataError as exc:
+        if num_classes is not None:
             return None
-        return (len(classes), *_image_hw(first.read_bytes()))
-    archives = [root] if root.is_file() else (
-        sorted(root.glob("*.tar.gz")) + sorted(root.glob("*.tgz")) if root.is_dir() else [])
-    if len(archives) != 1:
-        return None
-    classes, hw = set(), None
-    with tarfile.open(archives[0]) as tar:
-        for member in tar:
-            parts = Path(member.name).parts
-            if (member.isfile() and len(parts) >= 3 and parts[-3] == "train"
-                    and Path(member.name).suffix.lower() in IMAGE_SUFFIXES):
-                classes.add(parts[-2])
-                if hw is None:
-                    hw = _image_hw(tar.extractfile(member).read())
-    return (len(classes), *hw) if classes and hw else None
-
-
-def _image_hw(data: bytes) -> tuple[int, int]:
-    import io
-
-    from PIL import Image
-    with Image.open(io.BytesIO(data)) as img:
-        return img.height, img.width
+        raise SuiteError(f"suite {suite_name}: dataset: {exc}; pass --data-root "
+                         f"(or --classes to count MACs without the data)") from None
+    return (data.num_classes, *data.image_size[1:])
 
 
 def match_suite(suite, *, data_root: str | Path | None = None,

@@ -53,6 +53,8 @@ def plan_suite(suite: Suite, source: str = "<suite>", data_root=None) -> list[Ru
 
     load_plugins(suite.plugins, source)
     input_size, num_classes = suite_geometry(suite, data_root)
+    if suite.recipe.input_size:  # batches are resized on the device: count at that size
+        input_size = (input_size[0], suite.recipe.input_size, suite.recipe.input_size)
     plans: list[RunPlan] = []
     for i, spec in enumerate(suite.models):
         field = f"{source}: models[{i}]"
@@ -82,6 +84,9 @@ def plan_suite(suite: Suite, source: str = "<suite>", data_root=None) -> list[Ru
             except (TypeError, ValueError, AssertionError) as exc:
                 raise SuiteError(f"{field}.args: {spec.name} cannot be built with "
                                  f"{spec.args}: {exc}") from None
+            if spec.init is not None:  # a missing/unusable init stops the suite here
+                from mpbench.finetune import check_init
+                check_init(spec, full_args, f"{field}.init")
             for seed in suite.seeds:
                 plans.append(RunPlan(
                     suite.name, run_id(spec.display, budget, seed), spec.name, spec.display,

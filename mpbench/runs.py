@@ -29,7 +29,7 @@ import traceback
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -112,6 +112,18 @@ def is_claimed(run_dir: Path) -> bool:
         os.close(fd)
 
 
+@contextmanager
+def claim_on_main(run_dir: Path) -> Iterator[bool]:
+    """:func:`claim` on rank 0, the only rank that takes locks; every rank gets its answer."""
+    from mpbench.distributed import agree, is_main
+
+    if not is_main():
+        yield agree(None)
+        return
+    with claim(run_dir) as mine:
+        yield agree(mine)
+
+
 def _log(run_dir: Path, message: str) -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     with open(run_dir / "log.txt", "a") as f:
@@ -139,23 +151,32 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
     """Train one claimed run to completion (resuming if it can) and write its result."""
     from mpbench.registry import create_model
     from mpbench.train import Diverged, load_checkpoint, seed_everything, train
+    from mpbench.distributed import agree, is_distributed, is_main, world_size
 
     config = run_config(plan, suite, source)
-    if not (run_dir / "config.json").exists():
+    from mpbench.finetune import init_config, init_result_fields, init_run, spec_for
+    spec = spec_for(suite, plan)
+    config.update(init_config(spec))  # where the weights start (nothing added: from scratch)
+    if is_main() and not (run_dir / "config.json").exists():
         atomic_write_json(run_dir / "config.json", config)
 
     def note(msg: str) -> None:
+        if not is_main():  # only rank 0 writes
+            return
         _log(run_dir, msg)
         echo(f"  {plan.run_id}: {msg}")
 
     retries = suite.recipe.max_retries
     for attempt in range(retries + 1):
         seed = plan.seed + 1000 * attempt  # a retry after divergence draws a new seed
-        resume = load_checkpoint(run_dir / "checkpoint.pt", log=note) if attempt == 0 else None
+        resume = agree(load_checkpoint(run_dir / "checkpoint.pt", log=note)  # rank 0's, everywhere
+                       if attempt == 0 and is_main() else None)
         if resume is not None:
             note(f"resuming after epoch {resume['epoch']}")
         seed_everything(seed, suite.recipe.deterministic)
         model = create_model(plan.model, **plan.args)
+        if resume is None:  # fine-tune/upcycle init (suite `init:`); a resumed run has its weights
+            init_run(model, spec, seed, run_dir, note)
 
         def on_epoch(m: dict) -> None:
             history.append(m)
@@ -174,14 +195,21 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
         except Diverged as exc:
             note(f"diverged: {exc}" + (f"; retry {attempt + 1}/{retries}" if attempt < retries else ""))
             for name in ("checkpoint.pt", "checkpoint.pt.prev"):
-                (run_dir / name).unlink(missing_ok=True)
+                if is_main():
+                    (run_dir / name).unlink(missing_ok=True)
             row = result_row(config, "diverged", history, 0.0, str(device), str(exc))
         except torch.cuda.OutOfMemoryError as exc:
+            if is_distributed():
+                raise  # one rank's OOM: end the job (torchrun stops the others); resume later
             note("out of memory")
             row = result_row(config, "oom", history, 0.0, str(device), str(exc).split("\n")[0])
             break
-    atomic_write_json(run_dir / "result.json", row)
-    (run_dir / "failure.json").unlink(missing_ok=True)
+    row.update(init_result_fields(run_dir))  # what the run started from, if not from scratch
+    if world_size() > 1:
+        row["world_size"] = world_size()
+    if is_main():
+        atomic_write_json(run_dir / "result.json", row)
+        (run_dir / "failure.json").unlink(missing_ok=True)
     return row
 
 
@@ -213,52 +241,70 @@ def write_results_csv(out: Path) -> Path:
 
 def run_suite(suite: Suite, plans: list[RunPlan], out: Path, *, data_root=None,
               device: str = "auto", progress: bool | None = None,
-              echo: Callable[[str], None] = print, source: str | None = None) -> dict:
-    """Train every pending run of ``plans``; returns counts by outcome."""
-    from mpbench.data import load_dataset
-    from mpbench.train import resolve_device
+              echo: Callable[[str], None] = print, source: str | None = None,
+              only: Iterable[str] | None = None) -> dict:
+    """Train every pending run of ``plans`` (or of those whose id is in ``only``); returns
+    counts by outcome.
 
-    dev = resolve_device(device)
+    Under ``torchrun`` every rank calls this; rank 0 takes the locks and writes, and the other
+    ranks follow its decisions (see :mod:`mpbench.distributed`).
+    """
+    from mpbench.data import load_dataset
+    from mpbench.distributed import agree, is_distributed, is_main, main_first, setup
+
+    dev = setup(device)  # resolve_device(device), joining torchrun's process group if any
+    if not is_main():
+        echo, progress = (lambda *_: None), False
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "suite.json", suite.model_dump(mode="json"))
-    atomic_write_json(out / "plan.json", [p.as_dict() for p in plans])
+    if is_main():
+        atomic_write_json(out / "suite.json", suite.model_dump(mode="json"))
+        atomic_write_json(out / "plan.json", [p.as_dict() for p in plans])
+    only = None if only is None else set(only)
     counts = {"done": 0, "skipped": 0, "busy": 0, "diverged": 0, "oom": 0, "failed": 0}
     data = None
     t_suite = time.perf_counter()
     for i, plan in enumerate(plans, 1):
+        if only is not None and plan.run_id not in only:
+            continue
         run_dir = out / "runs" / plan.run_id
         head = f"[{i}/{len(plans)}] {plan.run_id}"
-        if (run_dir / "result.json").exists():
+        if agree((run_dir / "result.json").exists()):
             counts["skipped"] += 1
             echo(f"{head}: finished earlier, skipped")
             continue
-        with claim(run_dir) as mine:
+        with claim_on_main(run_dir) as mine:
             if not mine:
                 counts["busy"] += 1
                 echo(f"{head}: being trained by another process, skipped")
                 continue
-            if (run_dir / "result.json").exists():  # finished while we waited for the lock
+            if agree((run_dir / "result.json").exists()):  # finished while we waited for the lock
                 counts["skipped"] += 1
                 continue
             if data is None:
-                data = load_dataset(suite.dataset, data_root)
+                data = main_first(lambda: load_dataset(suite.dataset, data_root))
             echo(f"{head}: {plan.model} {plan.gmacs:.4f} GMACs {plan.params / 1e6:.3f}M params "
                  f"on {dev}")
             try:
                 row = execute_run(plan, suite, run_dir, data, dev, progress, echo, source)
             except Exception as exc:  # an unexpected failure: record, go on, retry next time
+                if not is_main():
+                    raise  # ranks cannot go on out of step: end the job (torchrun stops all)
                 _log(run_dir, "failed:\n" + traceback.format_exc())
                 atomic_write_json(run_dir / "failure.json", result_row(
                     run_config(plan, suite, source), "failed", [], 0.0, str(dev),
                     f"{type(exc).__name__}: {exc}"))
                 echo(f"{head}: FAILED ({type(exc).__name__}: {exc}); see {run_dir / 'log.txt'}")
                 counts["failed"] += 1
+                if is_distributed():
+                    raise
                 continue
             counts[row["status"]] += 1
-            write_results_csv(out)
+            if is_main():
+                write_results_csv(out)
             echo(f"{head}: {row['status']} top1 {row['top1'] if row['top1'] is not None else '-'} "
                  f"in {row['train_time_s']:.0f}s")
-    write_results_csv(out)
+    if is_main():
+        write_results_csv(out)
     counts["wall_s"] = time.perf_counter() - t_suite
     return counts
 

@@ -124,14 +124,19 @@ def evaluate(model: nn.Module, loader: BatchLoader, autocast) -> dict:
         correct1 += hits[:, 0].sum()
         correct5 += hits.any(dim=1).sum()
         n += len(y)
+    from mpbench.distributed import all_reduce_sum  # each rank saw its share: sum them
+    loss_sum, correct1, correct5, n = all_reduce_sum(loss_sum, correct1, correct5, torch.tensor(n))
+    n = int(n)
     return {"test_loss": loss_sum.item() / n, "test_top1": 100.0 * correct1.item() / n,
             "test_top5": 100.0 * correct5.item() / n}
 
 
 def make_loaders(data: Dataset, recipe: Recipe, device: torch.device, seed: int,
                  channels_last: bool) -> tuple[BatchLoader, BatchLoader]:
-    common = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last)
-    train = BatchLoader(data.train_x, data.train_y, recipe.batch_size, train=True, seed=seed,
+    from mpbench.distributed import rank, shard_batch_size, world_size
+    common = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last,
+                  shard=(rank(), world_size()))  # recipe.batch_size is the global batch
+    train = BatchLoader(data.train_x, data.train_y, shard_batch_size(recipe.batch_size), train=True, seed=seed,
                         padding=recipe.crop_padding, flip=recipe.flip, **common)
     test = BatchLoader(data.test_x, data.test_y, recipe.eval_batch_size, train=False, **common)
     return train, test
@@ -148,6 +153,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
     metrics (the runner writes them to disk).
     """
     from tqdm import tqdm
+    from mpbench.finetune import freeze_backbone, resize_batches
 
     device = torch.device(device)
     channels_last = recipe.channels_last == "on" or (recipe.channels_last == "auto" and device.type == "cuda")
@@ -158,6 +164,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
                           nesterov=recipe.nesterov and recipe.momentum > 0,
                           weight_decay=recipe.weight_decay)
     train_loader, test_loader = make_loaders(data, recipe, device, seed, channels_last)
+    train_loader, test_loader = resize_batches(train_loader, test_loader, size=recipe.input_size)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         from mpbench.errors import UserError
@@ -172,9 +179,13 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
         result.train_time_s = float(resume["train_time_s"])
         start = int(resume["epoch"])
     autocast = autocast_for(device, recipe)
+    from mpbench import distributed as ddp
+    net = ddp.wrap_ddp(model, device)  # ``model`` itself unless under torchrun
 
     for epoch in range(start, recipe.epochs):
         model.train()
+        if recipe.freeze_backbone_epochs:  # fine-tuning: only the head learns at first
+            freeze_backbone(model, opt, epoch < recipe.freeze_backbone_epochs)
         train_loader.set_epoch(epoch)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -186,7 +197,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
             for group in opt.param_groups:
                 group["lr"] = lr_at(epoch * steps_per_epoch + i, steps_per_epoch, recipe)
             with autocast:
-                out = model(x)
+                out = net(x)
                 loss = loss_fn(model, out, y, recipe.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -194,12 +205,13 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
             loss_sum += loss.detach().double() * len(y)
             correct += (out.detach().argmax(1) == y).sum()
             seen += len(y)
-            if (i % 50 == 0 or i == steps_per_epoch - 1) and not torch.isfinite(loss_sum):
+            if (i % 50 == 0 or i == steps_per_epoch - 1) and not torch.isfinite(ddp.all_reduce_sum(loss_sum)[0]):
                 raise Diverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}")
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         train_s = time.perf_counter() - t0
         t1 = time.perf_counter()
+        loss_sum, correct, seen = ddp.end_of_epoch(model, loss_sum, correct, seen)  # global
         metrics = evaluate(model, test_loader, autocast)
         result.train_time_s += train_s
         metrics = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
@@ -207,9 +219,9 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
                    **metrics, "epoch_time_s": train_s, "eval_time_s": time.perf_counter() - t1,
                    "img_per_s": seen / train_s}
         result.history.append(metrics)
-        if checkpoint is not None:
+        if checkpoint is not None and ddp.is_main():
             save_checkpoint(checkpoint, model, opt, epoch + 1, result)
-        if on_epoch is not None:
+        if on_epoch is not None and ddp.is_main():
             on_epoch(metrics)
     return result
 

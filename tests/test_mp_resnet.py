@@ -196,8 +196,7 @@ def test_registry_presets_and_timm():
         assert f"mp_resnet20_p4_{route}" in names
     assert {"mp_resnet20_p2_fdcc", "mp_resnet18_p4_fdcc"} <= names
     entry = get_entry("mp_resnet20_p4_fdcc")
-    assert entry.knob.name == "width" and entry.knob.step_for(entry.args()) == 2
-    assert entry.knob.step_for(entry.args(paths=1)) == 8
+    assert entry.knob.name == "width" and entry.knob.step_for(entry.args()) == 1
     m = timm.create_model("mp_resnet_tiny", num_classes=5, paths=3, route="static")
     assert isinstance(m, MPResNet) and m.paths == 3 and m(torch.randn(2, 3, 16, 16)).shape == (2, 5)
     assert create_model("mp_resnet18_p4_fdcc", width=4).paths == 4
@@ -227,6 +226,8 @@ def test_traces_under_fvcore_with_only_elementwise_ops_uncounted(cfg):
         assert by_op.get("einsum", 0) > 0  # the path mixing is counted
     model.set_path_conv("loop")
     assert fvcore_counts(model)[0] == total
+    from mpbench.complexity import count  # raises on any operator it has no handle for
+    assert count(model).macs > total  # plus the elementwise gating and residual costs
 
 
 def test_macs_grow_with_width_and_match_single_path_at_one_path():

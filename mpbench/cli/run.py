@@ -12,6 +12,21 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default: auto)")
     p.add_argument("--dry-run", action="store_true", help="print the expanded runs, train nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                   help="local: train here (also under torchrun); slurm: submit one job per "
+                        "pending run through submitit (default: local)")
+    s = p.add_argument_group("SLURM (with --launcher slurm)")
+    s.add_argument("--partition", help="SLURM partition")
+    s.add_argument("--gpus-per-run", type=int, default=1,
+                   help="GPUs per run; > 1 trains the run with DDP, one task per GPU (default: 1)")
+    s.add_argument("--cpus-per-run", type=int, help="CPU cores per run")
+    s.add_argument("--time", help="time limit per job: minutes or [D-]HH:MM:SS (default: 24h); "
+                                  "a run that needs longer is requeued and resumes")
+    s.add_argument("--mem", help="memory per job, e.g. 32G")
+    s.add_argument("--array-parallelism", type=int, default=64,
+                   help="at most this many jobs of the array at once (default: 64)")
+    s.add_argument("--slurm-dir", help="submitit logs and job files (default: OUT/slurm)")
+    s.add_argument("--wait", action="store_true", help="block until every submitted job ends")
     p.set_defaults(func=run)
 
 
@@ -39,8 +54,32 @@ def run(args) -> int:
             print(f"{p.run_id:<40} {p.model:<28} {budget:>7} {p.gmacs:>8.4f} {dev:>7} "
                   f"{p.params / 1e6:>8.3f}M  {knob}")
         return 0
+    if args.launcher == "slurm":
+        return _submit(args, suite, plans, out)
     counts = run_suite(suite, plans, out, data_root=args.data_root, device=args.device,
                        progress=False if args.no_progress else None, source=args.suite)
+    from mpbench.distributed import is_main, teardown
+    main_rank = is_main()
+    teardown()  # under torchrun: leave the process group cleanly
+    if not main_rank:  # rank 0 reports
+        return 1 if counts["failed"] else 0
     print(f"suite {suite.name}: " + ", ".join(f"{k} {v}" for k, v in counts.items() if k != "wall_s")
           + f" in {counts['wall_s']:.0f}s; results in {out / 'results.csv'}")
     return 1 if counts["failed"] else 0
+
+
+def _submit(args, suite, plans, out: Path) -> int:
+    """``--launcher slurm``: one submitit job per pending run (see mpbench.launch)."""
+    from mpbench.launch import SlurmOptions, submit_suite, wait
+
+    options = SlurmOptions(partition=args.partition, gpus_per_run=args.gpus_per_run,
+                           cpus_per_run=args.cpus_per_run, time=args.time, mem=args.mem,
+                           array_parallelism=args.array_parallelism, slurm_dir=args.slurm_dir)
+    jobs = submit_suite(suite, plans, out, options, source=args.suite, data_root=args.data_root,
+                        device=args.device)
+    if not args.wait or not jobs:
+        return 0
+    counts = wait(jobs)
+    print(f"suite {suite.name}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+          + f"; results in {out / 'results.csv'}")
+    return 1 if counts.get("failed") else 0

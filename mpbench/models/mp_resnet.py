@@ -9,7 +9,8 @@ batch norm over all P·C channels (which *is* per-path batch norm). Reusing timm
 keeps the block maths, and the parameter names, identical to ``CifarResNet``'s; with
 ``paths=1`` there is nothing to route and the model is that network exactly.
 
-``width`` is the per-path width of the first stage (stages double it): the knob FLOP
+``width`` is the per-path width of the first stage (stages double it; the shared stem has
+width ``width`` too, so a single-path network of that width upcycles directly): the knob FLOP
 matching turns. P paths of width w cost about P·w² per layer against w² for one path, so
 ``paths=4, width=8`` sits near a width-16 single path.
 """
@@ -23,7 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mpbench.baselines.resnet import BLOCKS, CifarResNet, cifar_stem, depth_to_layers, projection
+from mpbench.baselines.resnet import (BLOCKS, CifarResNet, cifar_stem, depth_to_layers, projection,
+                                      stage_widths)
 from mpbench.models.routing import (GATE_INITS, GRANULARITIES, NORMS, ROUTES, CrossConnection, Gate,
                                     create_gate)
 from mpbench.registry import Knob, register_model
@@ -39,8 +41,10 @@ MERGES = ("concat", "mean_logits")
 def resolve_path_conv(impl: str, device: torch.device) -> str:
     """``auto``: one grouped conv on CUDA, a loop of per-path convs elsewhere.
 
-    Measured with ``benchmarks/path_conv.py`` (ResNet-20 scale, batch 128): on CPU oneDNN's
-    grouped convolution is slower than P plain ones; on GPUs cuDNN's grouped kernels win.
+    ``benchmarks/path_conv.py`` (ResNet-20 scale, batch 128, one thread): on CPU the loop's
+    training step took 0.58-1.0x the grouped one's (P = 2, 4, 8). On CUDA one kernel launch
+    instead of P is the usual win for such narrow convolutions; rerun the benchmark with
+    ``--device cuda`` to check a given GPU, and pin ``path_conv`` if it disagrees.
     """
     if impl == "auto":
         return "grouped" if device.type == "cuda" else "loop"
@@ -281,25 +285,28 @@ def bottleneck_layers(depth: int) -> tuple[int, int, int]:
     return (n, n, n)
 
 
-def mp_resnet_by_depth(depth: int = 20, width: int = 8, paths: int = 4, block: str = "basic",
+def mp_resnet_by_depth(depth: int = 20, width: float = 8, paths: int = 4, block: str = "basic",
                        num_classes: int = 100, **kwargs) -> MPResNet:
     """3-stage CIFAR multi-path ResNet, depth 6n+2 (basic) or 9n+2 (bottleneck), per-path
-    stage widths (w, 2w, 4w)."""
+    stage widths (w, 2w, 4w) rounded per stage."""
     layers = depth_to_layers(depth) if block == "basic" else bottleneck_layers(depth)
-    return MPResNet(block, layers, (width, 2 * width, 4 * width), paths=paths,
+    return MPResNet(block, layers, stage_widths(width, 3), paths=paths,
                     num_classes=num_classes, **kwargs)
 
 
-def mp_resnet_4stage(layers: Sequence[int] = (2, 2, 2, 2), width: int = 32, paths: int = 4,
+def mp_resnet_4stage(layers: Sequence[int] = (2, 2, 2, 2), width: float = 32, paths: int = 4,
                      block: str = "basic", num_classes: int = 100, **kwargs) -> MPResNet:
-    """ResNet-18-like multi-path network with a CIFAR stem; per-path widths (w, 2w, 4w, 8w)."""
-    return MPResNet(block, tuple(layers), tuple(width * 2 ** i for i in range(4)), paths=paths,
+    """ResNet-18-like multi-path network with a CIFAR stem; per-path widths (w, 2w, 4w, 8w)
+    rounded per stage."""
+    return MPResNet(block, tuple(layers), stage_widths(width, 4), paths=paths,
                     num_classes=num_classes, **kwargs)
 
 
-# Per-path width in steps that keep the stacked P·w channels a multiple of 8.
-WIDTH_KNOB = Knob("width", kind="int", low=2, high=512,
-                  step=lambda args: max(1, 8 // int(args.get("paths", 1))))
+# A float per-path width, rounded per stage (as the single-path baselines do): at CIFAR scale
+# one whole step moves MACs by ~2/w (25% at w = 8), which misses ±2% budgets; letting the
+# stages round at different points gives steps of a few percent or less. Whole widths give
+# exactly the (w, 2w, 4w) networks that upcycle from single-path ResNets.
+WIDTH_KNOB = Knob("width", kind="float", low=2, high=512)
 ROUTING_DEFAULTS = dict(norm="softmax_dest", granularity="scalar", placement="every_block",
                         gate_reduction=16, temperature=1.0, gate_init="uniform", merge="concat",
                         path_conv="auto")
@@ -310,13 +317,13 @@ def _register(builder, name: str, **args) -> None:
                    **{**ROUTING_DEFAULTS, **args})
 
 
-# P paths of width w cost ~P·w² per layer: P=4 at w=8 and P=2 at w=12 sit near ResNet-20/56's
+# P paths of width w cost ~P·w² per layer: P=4 at w=8 and P=2 at w=11 sit near ResNet-20/56's
 # width 16, P=4 at w=32 near ResNet-18's 64. FLOP matching refines these per budget.
 for _depth in (20, 56):
     for _route in ROUTES:
         _register(mp_resnet_by_depth, f"mp_resnet{_depth}_p4_{_route}", depth=_depth, width=8,
                   paths=4, route=_route)
-    _register(mp_resnet_by_depth, f"mp_resnet{_depth}_p2_fdcc", depth=_depth, width=12, paths=2,
+    _register(mp_resnet_by_depth, f"mp_resnet{_depth}_p2_fdcc", depth=_depth, width=11, paths=2,
               route="fdcc")
 for _route in ("none", "fdcc"):
     _register(mp_resnet_4stage, f"mp_resnet18_p4_{_route}", layers=(2, 2, 2, 2), width=32,

@@ -1,0 +1,439 @@
+"""Throughput of training and inference, against the device's measured matmul peak.
+
+``mpbench bench`` (and the reference-pipeline comparison in ``benchmarks/``) call these
+functions. For each model it measures, in one process:
+
+* **model-only training** img/s: SGD steps (forward, loss, backward, update, exactly as
+  :func:`mpbench.train.train` does them, autocast and channels_last included) on one fixed,
+  pre-made batch: what the model alone costs;
+* **end-to-end training** img/s: the same steps fed by :class:`mpbench.loader.BatchLoader`
+  (gather, random crop, flip, normalise), as the trainer feeds them;
+* **inference** img/s: eval-mode forward passes under ``torch.no_grad``;
+* achieved GFLOP/s = img/s x GMACs x 2 (x 3 for a training step: forward + two backward
+  products), and **MFU**, its fraction of the device's dense matmul peak, measured here
+  with a large ``torch.mm`` (median of repeats);
+* the input pipeline's **overhead** = 1 - end-to-end / model-only.
+
+Every figure is a median over ``repeats``. The repeats are interleaved: repeat r runs every
+model's model-only, end-to-end and inference blocks before repeat r+1 starts (alternating
+the order of the first two), so load from other processes on a shared machine hits every
+figure alike and the ratios stay meaningful even when the absolute numbers wander.
+GMACs follow mpbench's convention (fvcore, batch 1, eval mode; :mod:`mpbench.complexity`).
+"""
+from __future__ import annotations
+
+import math
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.nn as nn
+
+from mpbench.errors import UserError
+
+__all__ = ["ModelSpec", "BenchResult", "matmul_peak", "bench_models", "bench_model",
+           "machine_info", "parse_model_spec", "TrainStep"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model with argument overrides; ``label`` names it in tables."""
+
+    name: str
+    args: dict = field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def display(self) -> str:
+        if self.label:
+            return self.label
+        if not self.args:
+            return self.name
+        return self.name + ":" + ":".join(f"{k}={v}" for k, v in self.args.items())
+
+
+def parse_model_spec(text: str, common: dict | None = None) -> ModelSpec:
+    """``NAME`` or ``NAME:key=value[:key=value...]`` (YAML values) -> :class:`ModelSpec`.
+
+    ``common`` arguments apply first; the spec's own override them.
+    """
+    import yaml
+
+    name, *pairs = text.split(":")
+    if not name:
+        raise UserError(f"model spec '{text}': missing the model name")
+    args = dict(common or {})
+    own = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"model spec '{text}': expected NAME:key=value, got '{pair}'")
+        try:
+            own[key] = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            own[key] = raw
+    args.update(own)
+    return ModelSpec(name, args, text if own else None)
+
+
+@dataclass
+class BenchResult:
+    """One model's figures. Throughputs are images per second, medians over repeats."""
+
+    model: str
+    label: str
+    args: dict
+    gmacs: float
+    params: int
+    budget_gmacs: float | None
+    batch_size: int
+    device: str
+    dtype: str  # compute dtype of the training step: float32, or bfloat16 under autocast
+    channels_last: bool
+    train_img_s: float  # model-only training steps (fixed batch)
+    e2e_img_s: float  # training steps fed by BatchLoader (augmentation included)
+    infer_img_s: float  # eval forward, no_grad
+    train_gflops: float  # achieved: train_img_s x GMACs x 2 x 3
+    e2e_gflops: float
+    infer_gflops: float  # infer_img_s x GMACs x 2
+    peak_gflops: float  # measured dense matmul peak of the device, in the training dtype
+    train_mfu: float  # train_gflops / peak_gflops
+    infer_mfu: float
+    pipeline_overhead: float  # 1 - e2e_img_s / train_img_s
+    steps: int
+    repeats: int
+    warmup: int
+    threads: int
+    train_img_s_all: list[float] = field(default_factory=list)  # per repeat, for the record
+    e2e_img_s_all: list[float] = field(default_factory=list)
+    infer_img_s_all: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+# --------------------------------------------------------------------------- timing helpers
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def matmul_peak(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                n: int | None = None, repeats: int = 5, inner: int = 3) -> float:
+    """Measured dense-matmul peak in GFLOP/s: ``inner`` square ``n x n`` ``torch.mm`` per
+    repeat, median over ``repeats`` (after one warm-up). 2·n³ FLOPs per product.
+
+    ``n`` defaults to 2048 on CPU (17 GFLOP per product: large enough for the BLAS to reach
+    its plateau) and 8192 on CUDA.
+    """
+    device = torch.device(device)
+    n = n or (8192 if device.type == "cuda" else 2048)
+    g = torch.Generator(device="cpu").manual_seed(0)
+    a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
+    out = torch.empty(n, n, device=device, dtype=dtype)
+    torch.mm(a, b, out=out)  # warm-up: thread pool, BLAS workspace
+    _sync(device)
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            torch.mm(a, b, out=out)
+        _sync(device)
+        rates.append(inner * 2 * n ** 3 / (time.perf_counter() - t0) / 1e9)
+    return _median(rates)
+
+
+class TrainStep:
+    """One optimizer step as :func:`mpbench.train.train` runs it (autocast, the model's own
+    loss, zero_grad/backward/step); the learning rate stays fixed."""
+
+    def __init__(self, model: nn.Module, device: torch.device, autocast_factory: Callable,
+                 lr: float = 0.01):
+        from mpbench.config import Recipe
+
+        recipe = Recipe()
+        self.model, self.device = model, device
+        self.autocast_factory = autocast_factory
+        self.smoothing = recipe.label_smoothing
+        self.opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=recipe.momentum,
+                                   nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        from mpbench.train import loss_fn
+
+        with self.autocast_factory():
+            out = self.model(x)
+            loss = loss_fn(self.model, out, y, self.smoothing)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        return loss
+
+
+def cycle_batches(loader) -> Iterator:
+    """Endless batches from a :class:`BatchLoader`, moving to the next epoch as the trainer
+    does (new permutation and augmentation draws)."""
+    epoch = 0
+    while True:
+        loader.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def time_steps(fn: Callable[[], object], steps: int, device: torch.device,
+               warmup: int = 0) -> float:
+    """Seconds for ``steps`` calls of ``fn`` after ``warmup`` untimed ones (synchronised)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+@dataclass
+class _Prepared:
+    spec: ModelSpec
+    args: dict
+    gmacs: float
+    params: int
+    budget: float | None
+    model: nn.Module
+    step: TrainStep
+    batches: Iterator
+    x: torch.Tensor
+    y: torch.Tensor
+    times: dict = field(default_factory=lambda: {"train": [], "e2e": [], "infer": []})
+
+
+def _resolve(spec: ModelSpec, budget: float | None, num_classes: int,
+             input_size: tuple[int, int, int]) -> tuple[dict, float, int]:
+    """Full builder arguments, GMACs and params of ``spec`` (matched to ``budget`` if given)."""
+    from mpbench.complexity import count_model, model_args
+    from mpbench.matching import match_budget
+    from mpbench.registry import get_entry
+
+    entry = get_entry(spec.name)  # UnknownModelError (a UserError) for a bad name
+    geometry = dict(input_size=input_size, num_classes=num_classes)
+    if budget is not None:
+        m = match_budget(spec.name, budget, spec.args, **geometry)
+        return dict(m.args), float(m.gmacs), int(m.params)
+    full = model_args(entry, spec.args, **geometry)
+    c = count_model(spec.name, spec.args, **geometry)
+    return full, c.gmacs, c.params
+
+
+def _prepare(spec: ModelSpec, *, budget, batch_size, device, data, num_classes, seed,
+             amp, channels_last) -> _Prepared:
+    from mpbench.config import Recipe
+    from mpbench.data import normalize
+    from mpbench.loader import BatchLoader
+    from mpbench.registry import get_entry
+    from mpbench.train import autocast_for
+
+    input_size = tuple(data.train_x.shape[1:])
+    full, gmacs, params = _resolve(spec, budget, num_classes, input_size)
+    torch.manual_seed(seed)
+    model = get_entry(spec.name).fn(**full).to(device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    recipe = Recipe(amp=amp)
+    step = TrainStep(model, device, lambda: autocast_for(device, recipe))
+    loader = BatchLoader(data.train_x, data.train_y, batch_size, train=True, seed=seed,
+                         mean=data.mean, std=data.std, device=device,
+                         channels_last=channels_last)
+    # the model-only batch: made once, already augmented-shaped, normalised and on the device
+    x = normalize(data.train_x[:batch_size].to(device), data.mean, data.std)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = (data.train_y[:batch_size] % num_classes).to(device)
+    return _Prepared(spec, full, gmacs, params, budget, model, step, cycle_batches(loader), x, y)
+
+
+def _bench_data(batch_size: int, num_classes: int, input_size: tuple[int, int, int]):
+    from mpbench.data import synthetic
+
+    # two batches' worth of distinct images: the end-to-end path gathers real random indices
+    return synthetic(num_classes=num_classes, num_train=max(2 * batch_size, num_classes),
+                     num_test=num_classes, image_size=input_size[-1])
+
+
+def _one_repeat(p: _Prepared, steps: int, warmup: int, device: torch.device, order: int) -> None:
+    def model_only():
+        p.step(p.x, p.y)
+
+    def end_to_end():
+        x, y = next(p.batches)
+        p.step(x, y)
+
+    def infer():
+        with torch.no_grad(), p.step.autocast_factory():
+            p.model(p.x)
+
+    p.model.train()
+    blocks = [("train", model_only), ("e2e", end_to_end)]
+    for key, fn in (blocks if order % 2 == 0 else blocks[::-1]):
+        p.times[key].append(time_steps(fn, steps, device, warmup))
+    p.model.eval()
+    p.times["infer"].append(time_steps(infer, steps, device, warmup))
+    p.model.train()
+
+
+def bench_models(specs: Sequence[ModelSpec | str], *, batch_size: int = 128,
+                 budget: float | None = None, steps: int = 10, repeats: int = 5,
+                 warmup: int = 2, device: str | torch.device = "cpu", num_classes: int = 100,
+                 input_size: Sequence[int] = (3, 32, 32), data=None, seed: int = 0,
+                 amp: str = "auto", channels_last: str = "auto", peak: float | None = None,
+                 peak_n: int | None = None, progress: Callable[[str], None] | None = None
+                 ) -> list[BenchResult]:
+    """Benchmark every model, repeats interleaved across models (see the module docstring).
+
+    ``data``: a :class:`mpbench.data.Dataset` to feed the end-to-end steps (default: a
+    synthetic one of ``2 x batch_size`` images; the pipeline's cost does not depend on the
+    pixel values). ``amp``/``channels_last`` as in a suite's recipe (``auto``: bf16 autocast
+    and channels_last on CUDA only). ``peak``: a matmul peak (GFLOP/s) measured earlier;
+    measured here when None. Each repeat runs ``warmup`` untimed steps then ``steps`` timed
+    steps per figure.
+    """
+    from mpbench.train import resolve_device
+
+    if batch_size < 1 or steps < 1 or repeats < 1 or warmup < 0:
+        raise UserError("need --batch-size, --steps, --repeats >= 1 and --warmup >= 0")
+    if budget is not None and not budget > 0:
+        raise UserError(f"--budget must be a positive number of GMACs, got {budget}")
+    device = resolve_device(str(device))
+    say = progress or (lambda _msg: None)
+    specs = [s if isinstance(s, ModelSpec) else parse_model_spec(s) for s in specs]
+    if not specs:
+        raise UserError("no models to benchmark")
+    input_size = tuple(int(v) for v in input_size)
+    if data is None:
+        data = _bench_data(batch_size, num_classes, input_size)
+    if len(data.train_y) < batch_size:
+        raise UserError(f"--batch-size {batch_size} is larger than the data ({len(data.train_y)} images)")
+    use_cl = channels_last == "on" or (channels_last == "auto" and device.type == "cuda")
+    use_bf16 = amp == "bf16" or (amp == "auto" and device.type == "cuda")
+    dtype = torch.bfloat16 if use_bf16 else torch.float32
+
+    from mpbench.registry import get_entry
+
+    for spec in specs:  # unknown names fail before anything is built or printed
+        get_entry(spec.name)
+    prepared = []
+    for spec in specs:
+        say(f"building {spec.display}" + (f" at {budget:g} GMACs" if budget else ""))
+        prepared.append(_prepare(spec, budget=budget, batch_size=batch_size, device=device,
+                                 data=data, num_classes=num_classes, seed=seed, amp=amp,
+                                 channels_last=use_cl))
+    if peak is None:
+        say(f"measuring the {str(dtype).removeprefix('torch.')} matmul peak")
+        peak = matmul_peak(device, dtype, n=peak_n)
+    for p in prepared:  # first-call costs (allocator, thread pool, oneDNN primitives)
+        _one_repeat(p, 1, max(warmup, 1), device, 0)
+        p.times = {"train": [], "e2e": [], "infer": []}
+    for r in range(repeats):
+        for p in prepared:
+            say(f"repeat {r + 1}/{repeats}: {p.spec.display}")
+            _one_repeat(p, steps, warmup, device, r)
+
+    results = []
+    for p in prepared:
+        rate = {k: [batch_size * steps / t for t in ts] for k, ts in p.times.items()}
+        med = {k: _median(v) for k, v in rate.items()}
+        train_gf = med["train"] * p.gmacs * 2 * 3
+        infer_gf = med["infer"] * p.gmacs * 2
+        results.append(BenchResult(
+            model=p.spec.name, label=p.spec.display, args=_plain(p.args), gmacs=p.gmacs,
+            params=p.params, budget_gmacs=budget, batch_size=batch_size, device=str(device),
+            dtype=str(dtype).removeprefix("torch."), channels_last=use_cl,
+            train_img_s=med["train"], e2e_img_s=med["e2e"], infer_img_s=med["infer"],
+            train_gflops=train_gf, e2e_gflops=med["e2e"] * p.gmacs * 2 * 3,
+            infer_gflops=infer_gf, peak_gflops=peak, train_mfu=train_gf / peak,
+            infer_mfu=infer_gf / peak, pipeline_overhead=1 - med["e2e"] / med["train"],
+            steps=steps, repeats=repeats, warmup=warmup, threads=torch.get_num_threads(),
+            train_img_s_all=rate["train"], e2e_img_s_all=rate["e2e"],
+            infer_img_s_all=rate["infer"]))
+    return results
+
+
+def bench_model(name: str, **kwargs) -> BenchResult:
+    """:func:`bench_models` for one model (``args=`` for its argument overrides)."""
+    args = kwargs.pop("args", None) or {}
+    return bench_models([ModelSpec(name, args)], **kwargs)[0]
+
+
+def _plain(value):
+    """JSON-safe copy of builder arguments (tuples -> lists, other objects -> str)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def machine_info(device: str | torch.device = "cpu") -> dict:
+    """What the figures were measured on: CPU model, cores, threads, torch, GPU, load."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    try:
+        info["load_avg"] = [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        pass
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(dev)
+    return info
+
+
+def profile_train_step(spec: ModelSpec | str, *, batch_size: int = 128, budget: float | None = None,
+                       steps: int = 2, device: str | torch.device = "cpu", num_classes: int = 100,
+                       input_size: Sequence[int] = (3, 32, 32), amp: str = "auto",
+                       channels_last: str = "auto", top: int = 15) -> str:
+    """``torch.profiler`` table (top ops by self time) of ``steps`` model-only training steps,
+    after one untimed step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from mpbench.train import resolve_device
+
+    device = resolve_device(str(device))
+    spec = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec)
+    use_cl = channels_last == "on" or (channels_last == "auto" and device.type == "cuda")
+    data = _bench_data(batch_size, num_classes, tuple(int(v) for v in input_size))
+    p = _prepare(spec, budget=budget, batch_size=batch_size, device=device, data=data,
+                 num_classes=num_classes, seed=0, amp=amp, channels_last=use_cl)
+    p.step(p.x, p.y)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            p.step(p.x, p.y)
+        _sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    return prof.key_averages().table(sort_by=key, row_limit=top)

@@ -1,0 +1,97 @@
+"""``mpbench bench``: training and inference throughput, GFLOP/s, MFU and input-pipeline cost.
+
+A thin layer over :func:`mpbench.bench.bench_models`; see that module for what is measured
+and how (warm-up, medians, repeats interleaved across models and pipelines).
+"""
+from __future__ import annotations
+
+import json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="training/inference throughput, GFLOP/s, MFU, input-pipeline overhead",
+        description="Per model: model-only and end-to-end (BatchLoader + augmentation) training "
+                    "img/s, inference img/s, achieved GFLOP/s (2 FLOPs per MAC, x3 for a "
+                    "training step), the measured matmul peak and MFU. Medians over repeats, "
+                    "repeats interleaved across models, all in one process.")
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="registered model, optionally NAME:key=value[:key=value] "
+                        "(e.g. mp_resnet20_p4_fdcc:path_conv=loop)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per step (default 128)")
+    p.add_argument("--budget", type=float, metavar="GMACS",
+                   help="match every model to this many GMACs first (equal-compute comparison)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per repeat (default 10)")
+    p.add_argument("--repeats", type=int, default=5, help="repeats; figures are medians (default 5)")
+    p.add_argument("--warmup", type=int, default=2,
+                   help="untimed steps before each timed block (default 2)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
+    p.add_argument("--classes", type=int, default=100, help="number of classes (default 100)")
+    p.add_argument("--args", nargs="+", default=[], metavar="ARG",
+                   help="arguments for every model: key=value pairs (YAML values) or one JSON object")
+    p.add_argument("--amp", choices=("auto", "bf16", "off"), default="auto",
+                   help="bf16 autocast (auto: on CUDA only, as the trainer)")
+    p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+                   help="channels_last memory format (auto: on CUDA only, as the trainer)")
+    p.add_argument("--peak-size", type=int, default=None, metavar="N",
+                   help="matrix size of the matmul-peak measurement (default 2048 CPU, 8192 CUDA)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads first")
+    p.add_argument("--profile", action="store_true",
+                   help="also print torch.profiler's top ops of --steps model-only training steps")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import sys
+
+    import torch
+
+    from mpbench.bench import bench_models, machine_info, parse_model_spec
+    from mpbench.cli.flops import parse_args_tokens
+    from mpbench.errors import UserError
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError("--threads must be >= 1")
+        torch.set_num_threads(args.threads)
+    common = parse_args_tokens(args.args)
+    specs = [parse_model_spec(m, common) for m in args.models]
+    say = None if args.json else (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
+    results = bench_models(specs, batch_size=args.batch_size, budget=args.budget,
+                           steps=args.steps, repeats=args.repeats, warmup=args.warmup,
+                           device=args.device, num_classes=args.classes, amp=args.amp,
+                           channels_last=args.channels_last, peak_n=args.peak_size,
+                           progress=say)
+    machine = machine_info(results[0].device)
+    if args.json:
+        print(json.dumps({"machine": machine, "results": [r.as_dict() for r in results]},
+                         indent=2))
+        return 0
+    r0 = results[0]
+    print(f"device {r0.device} ({machine.get('gpu') or machine['cpu']}, {r0.threads} threads), "
+          f"torch {machine['torch']}, batch {r0.batch_size}, {r0.dtype}"
+          f"{', channels_last' if r0.channels_last else ''}; "
+          f"median of {r0.repeats} x {r0.steps} steps; load avg {machine.get('load_avg')}")
+    print(f"matmul peak ({r0.dtype}): {r0.peak_gflops:.1f} GFLOP/s")
+    name_w = max(len(r.label) for r in results)
+    head = (f"{'model':<{name_w}}  {'GMACs':>7}  {'params':>7}  {'train':>8}  {'e2e':>8}  "
+            f"{'infer':>8}  {'trainGF/s':>9}  {'MFU':>6}  {'inferGF/s':>9}  {'pipe':>6}")
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        print(f"{r.label:<{name_w}}  {r.gmacs:7.4f}  {r.params / 1e6:6.3f}M  {r.train_img_s:8.1f}  "
+              f"{r.e2e_img_s:8.1f}  {r.infer_img_s:8.1f}  {r.train_gflops:9.1f}  "
+              f"{100 * r.train_mfu:5.1f}%  {r.infer_gflops:9.1f}  {100 * r.pipeline_overhead:5.1f}%")
+    print("train/e2e/infer: img/s (model-only training on a fixed batch / training fed by "
+          "BatchLoader / inference); pipe = 1 - e2e/train")
+    if args.profile:
+        from mpbench.bench import profile_train_step
+
+        for spec in specs:
+            print(f"\nprofile: {spec.display}, {args.steps} model-only training steps")
+            print(profile_train_step(spec, batch_size=args.batch_size, budget=args.budget,
+                                     steps=args.steps, device=args.device,
+                                     num_classes=args.classes, amp=args.amp,
+                                     channels_last=args.channels_last))
+    return 0

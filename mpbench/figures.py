@@ -1,0 +1,260 @@
+"""Report figures (matplotlib, Agg backend), each saved as PNG and SVG.
+
+* ``top1_vs_gmacs``: mean top-1 against achieved GMACs, colour = family, one marker per model
+  configuration (lines join a configuration across budgets), error bars = std over seeds,
+  the Pareto front (no other configuration is both cheaper and more accurate) and the budgets.
+* ``top1_vs_params``: the same against parameters (log axis).
+* ``curves``: test top-1 per epoch, mean over seeds (band: ± std), one panel per budget.
+* ``path_usage_<label>``: mean path usage per superclass (or class) and layer of a trained
+  multi-path network, from :mod:`mpbench.analyze`'s stored CSV.
+
+Files are reproducible: fixed sizes and DPI, no timestamps (``metadata``), a fixed SVG hash
+salt; the same results give byte-identical files with the same matplotlib.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+__all__ = ["make_figures", "family_colors", "pareto_front"]
+
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p"]
+LINESTYLES = ["-", "--", ":", "-."]
+STYLE = {"svg.hashsalt": "mpbench", "svg.fonttype": "path", "font.size": 9,
+         "axes.titlesize": 10, "legend.fontsize": 8, "figure.dpi": 100}
+
+
+def family_colors(families: list[str]) -> dict[str, tuple]:
+    cmap = plt.get_cmap("tab10" if len(families) <= 10 else "tab20")
+    return {f: cmap(i % cmap.N) for i, f in enumerate(sorted(families))}
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not dominated by a cheaper-or-equal, more accurate one, sorted by cost."""
+    front, best = [], -math.inf
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def _save(fig, fig_dir: Path, stem: str) -> list[str]:
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    fig.savefig(fig_dir / f"{stem}.png", dpi=150, metadata={"Software": None})
+    fig.savefig(fig_dir / f"{stem}.svg", metadata={"Date": None, "Creator": None})
+    plt.close(fig)
+    return [f"{stem}.png", f"{stem}.svg"]
+
+
+def _styles(summary: list[dict]) -> dict[str, dict]:
+    """label -> colour (by family), marker and line style (by position within the family)."""
+    colors = family_colors(sorted({a["family"] for a in summary}))
+    styles, per_family = {}, {}
+    for a in summary:
+        if a["label"] in styles:
+            continue
+        k = per_family.get(a["family"], 0)
+        per_family[a["family"]] = k + 1
+        styles[a["label"]] = {"color": colors[a["family"]], "marker": MARKERS[k % len(MARKERS)],
+                              "ls": LINESTYLES[k % len(LINESTYLES)], "family": a["family"]}
+    return styles
+
+
+def _legend_order(summary: list[dict], styles: dict) -> list[str]:
+    return sorted(styles, key=lambda lab: (styles[lab]["family"], lab))
+
+
+def _accuracy_plot(summary: list[dict], styles: dict, xkey: str, budgets: list[float],
+                   title: str):
+    pts = [a for a in summary if a["top1_mean"] is not None and a[xkey]]
+    scale = 1e6 if xkey == "params" else 1.0
+    fig, ax = plt.subplots(figsize=(9.0, 5.0))
+    for label in _legend_order(summary, styles):
+        mine = sorted((a for a in pts if a["label"] == label), key=lambda a: a[xkey])
+        if not mine:
+            continue
+        st = styles[label]
+        xs = [a[xkey] / scale for a in mine]
+        ys = [a["top1_mean"] for a in mine]
+        errs = [a["top1_std"] or 0.0 for a in mine]
+        ax.errorbar(xs, ys, yerr=errs, color=st["color"], marker=st["marker"], ls="-" if len(xs) > 1 else "none",
+                    lw=1.0, ms=6, capsize=3, label=f"{label} ({st['family']})", alpha=0.9)
+    front = pareto_front([(a[xkey] / scale, a["top1_mean"]) for a in pts])
+    if len(front) > 1:
+        fx, fy = zip(*front)
+        ax.step(fx, fy, where="post", color="0.35", lw=1.2, ls="--", zorder=0,
+                label="Pareto front")
+    elif front:
+        ax.plot(*front[0], marker="o", ms=14, mfc="none", mec="0.35", ls="none",
+                label="Pareto front (one point)")
+    xs = [a[xkey] / scale for a in pts]
+    if xkey == "params" or (xs and max(xs) / min(xs) > 4):
+        ax.set_xscale("log")
+    for b in budgets:
+        ax.axvline(b, color="0.6", ls=":", lw=1.0, zorder=0)
+        ax.annotate(f"budget {b:g}", (b, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(3, -3), textcoords="offset points", va="top", fontsize=7,
+                    color="0.4", rotation=90)
+    ax.set_xlabel("achieved GMACs (fvcore MACs, batch 1)" if xkey == "gmacs" else
+                  "parameters (M, log scale)")
+    ax.set_ylabel("test top-1 (%), mean ± std over seeds")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def _mean_curve(histories: list[list[dict]]) -> tuple[list[int], list[float], list[float]]:
+    by_epoch: dict[int, list[float]] = {}
+    for h in histories:
+        for m in h:
+            if m.get("test_top1") is not None:
+                by_epoch.setdefault(int(m["epoch"]), []).append(float(m["test_top1"]))
+    epochs = sorted(by_epoch)
+    means = [math.fsum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
+    stds = []
+    for e, m in zip(epochs, means):
+        v = by_epoch[e]
+        stds.append(math.sqrt(math.fsum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0)
+    return epochs, means, stds
+
+
+def _curves_plot(rs, summary: list[dict], styles: dict, title: str):
+    budgets = []
+    for a in summary:
+        if a["budget_gmacs"] not in budgets:
+            budgets.append(a["budget_gmacs"])
+    n = len(budgets)
+    fig, axes = plt.subplots(1, n, figsize=(5.2 * n + 2.6, 4.4), sharey=True, squeeze=False)
+    handles = {}
+    for ax, b in zip(axes[0], budgets):
+        for a in sorted((a for a in summary if a["budget_gmacs"] == b),
+                        key=lambda a: (styles[a["label"]]["family"], a["label"])):
+            hist = [rs.metrics[r] for r in a["run_ids"] if rs.metrics.get(r)]
+            epochs, means, stds = _mean_curve(hist)
+            if not epochs:
+                continue
+            st = styles[a["label"]]
+            (line,) = ax.plot(epochs, means, color=st["color"], ls=st["ls"], lw=1.3,
+                              marker=st["marker"] if len(epochs) <= 12 else None, ms=4)
+            if len(hist) > 1:
+                ax.fill_between(epochs, [m - s for m, s in zip(means, stds)],
+                                [m + s for m, s in zip(means, stds)], color=st["color"],
+                                alpha=0.12, lw=0)
+            handles.setdefault(a["label"], line)
+        ax.set_title("budget " + (f"{b:g} GMACs" if b is not None else "as given"))
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("test top-1 (%), mean over seeds")
+    order = [lab for lab in _legend_order(summary, styles) if lab in handles]
+    fig.legend([handles[lab] for lab in order],
+               [f"{lab} ({styles[lab]['family']})" for lab in order],
+               loc="upper left", bbox_to_anchor=(1.0 - 2.5 / fig.get_figwidth(), 0.93),
+               frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout(rect=(0, 0, 1.0 - 2.6 / fig.get_figwidth(), 1.0))
+    return fig
+
+
+def _heatmap_plot(usage_csv: Path, level: str, title: str):
+    import csv
+
+    from matplotlib.colors import TwoSlopeNorm
+
+    with open(usage_csv, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["level"] == level]
+    layers: list[str] = []
+    for r in rows:
+        if r["layer"] not in layers:
+            layers.append(r["layer"])
+    names = {int(r["label_index"]): r["label"] for r in rows}
+    paths = max(int(r["path"]) for r in rows) + 1
+    k = max(names) + 1
+    grid = [[float("nan")] * (len(layers) * paths) for _ in range(k)]
+    for r in rows:
+        grid[int(r["label_index"])][layers.index(r["layer"]) * paths + int(r["path"])] = float(r["usage"])
+    flat = [v for row in grid for v in row if not math.isnan(v)]
+    centre = 1.0 / paths
+    norm = TwoSlopeNorm(vcenter=centre, vmin=min(min(flat), centre - 1e-3),
+                        vmax=max(max(flat), centre + 1e-3))
+    width = min(16.0, max(6.5, 2.5 + 0.16 * len(layers) * paths))
+    height = min(14.0, max(3.8, 1.8 + 0.2 * k))
+    fig, ax = plt.subplots(figsize=(width, height))
+    im = ax.imshow(grid, aspect="auto", cmap="RdBu_r", norm=norm, interpolation="nearest")
+    ax.set_yticks(range(k), [names.get(i, str(i)) for i in range(k)],
+                  fontsize=6 if k > 30 else 8)
+    short = [lay.replace("stages.", "s").replace(".route", "/r").replace("blocks.", "b")
+             for lay in layers]
+    ax.set_xticks([i * paths + (paths - 1) / 2 for i in range(len(layers))], short,
+                  rotation=90, fontsize=7)
+    for i in range(1, len(layers)):
+        ax.axvline(i * paths - 0.5, color="k", lw=0.5)
+    ax.set_xlabel(f"cross-connection (layer); {paths} columns = {paths} paths each")
+    ax.set_ylabel(level)
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, label=f"mean path usage (uniform = {centre:.3g})", fraction=0.04)
+    fig.tight_layout()
+    return fig
+
+
+def _slug(text: str) -> str:
+    import re
+    return re.sub(r"[^A-Za-z0-9_.]+", "-", str(text)).strip("-")
+
+
+def make_figures(rs, summary: list[dict], analyses: list[dict], fig_dir: Path) -> list[dict]:
+    """Draw every figure; returns ``[{title, files, caption?, notes?}]`` in report order."""
+    entries: list[dict] = []
+    budgets = list((rs.suite or {}).get("budgets_gmacs") or [])
+    datasets = sorted({a["dataset"] for a in summary})
+    with plt.rc_context(STYLE):
+        for ds in datasets:
+            rows = [a for a in summary if a["dataset"] == ds]
+            styles = _styles(rows)
+            sfx = f"_{_slug(ds)}" if len(datasets) > 1 else ""
+            on = f" ({ds})" if len(datasets) > 1 else ""
+            if any(a["top1_mean"] is not None for a in rows):
+                fig = _accuracy_plot(rows, styles, "gmacs", budgets,
+                                     f"Top-1 vs compute{on}")
+                entries.append({"title": f"Top-1 vs GMACs{on}",
+                                "files": _save(fig, fig_dir, f"top1_vs_gmacs{sfx}"),
+                                "caption": "Colour: family; error bars: std over seeds; dashed "
+                                           "step: Pareto front; dotted verticals: budgets."})
+                fig = _accuracy_plot(rows, styles, "params", [], f"Top-1 vs parameters{on}")
+                entries.append({"title": f"Top-1 vs parameters{on}",
+                                "files": _save(fig, fig_dir, f"top1_vs_params{sfx}")})
+            if any(rs.metrics.get(r) for a in rows for r in a["run_ids"]):
+                fig = _curves_plot(rs, rows, styles, f"Test accuracy during training{on}")
+                entries.append({"title": f"Test accuracy curves{on}",
+                                "files": _save(fig, fig_dir, f"curves{sfx}"),
+                                "caption": "Mean over seeds; shaded: ± std."})
+        for an in analyses:
+            a = an["summary"]
+            stem = f"path_usage_{_slug(a['label'])}_b{fmt(a['budget_gmacs'])}"
+            title = (f"{a['label']} at {fmt(a['budget_gmacs'])} GMACs: path usage by "
+                     f"{an['level']}\n(test set, run {an['run_id']})")
+            fig = _heatmap_plot(Path(an["usage_csv"]), an["level"], title)
+            caption = ("Share of gate mass each path receives, averaged over the test images "
+                       f"of each {an['level']}; red: used more than uniform, blue: less.")
+            s = an.get("scores")
+            if s:
+                caption += (f" Specialisation (normalised mutual information of {an['level']} "
+                            f"and path, mean over layers): {s['trained']:.3g} trained, "
+                            f"{s['untrained']:.3g} untrained, {s['shuffled']:.3g} with shuffled "
+                            "labels (chance floor).")
+            entries.append({"title": f"Path usage: {a['label']} at {fmt(a['budget_gmacs'])} GMACs",
+                            "files": _save(fig, fig_dir, stem), "caption": caption})
+    return entries
+
+
+def fmt(b) -> str:
+    return "as-given" if b is None else f"{b:g}"
