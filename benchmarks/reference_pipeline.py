@@ -15,6 +15,10 @@ batches in flight, and its workers keep filling them while another pipeline is t
 timed block therefore first consumes ``warmup + prefetch_factor x num_workers`` batches
 untimed, so the timed steps see the steady state, not a queue filled for free.
 
+Each training block is followed by the same pipeline timed alone (batches fetched, no
+model): its ms/batch is the pipeline's own cost (for 0 workers it adds to the step time one
+for one; with workers it is their delivery rate while the main process waits).
+
 Data: the real CIFAR-10 JPEG copy (decoded once into mpbench's cache) when
 ``../shared/data/cifar10-jpg`` exists next to the repository, else synthetic images.
 
@@ -24,11 +28,9 @@ Data: the real CIFAR-10 JPEG copy (decoded once into mpbench's cache) when
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +99,8 @@ def main(argv=None) -> int:
     ap.add_argument("--synthetic", action="store_true", help="synthetic images even if --data exists")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+                    help="model and batches in channels_last (auto: on CUDA only, as the trainer)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     if a.threads:
@@ -106,7 +110,7 @@ def main(argv=None) -> int:
     data, data_desc = load_data(a.data, a.synthetic)
     from mpbench.config import Recipe
     recipe = Recipe()
-    channels_last = device.type == "cuda"
+    channels_last = a.channels_last == "on" or (a.channels_last == "auto" and device.type == "cuda")
     torch.manual_seed(0)
     model = create_model(a.model, num_classes=data.num_classes).to(device)
     if channels_last:
@@ -131,8 +135,17 @@ def main(argv=None) -> int:
             step(x, y)
         return fn
 
+    def alone(batches):
+        def fn():
+            x, _ = next(batches)
+            if x.device != device:
+                x.to(device)
+        return fn
+
     fns = {name: (feeder(b), extra) for name, (b, extra) in pipelines.items()}
+    loader_fns = {name: alone(b) for name, (b, _) in pipelines.items()}
     times = {name: [] for name in fns}
+    loader_times = {name: [] for name in fns}
     names = list(fns)
     for name in names:  # first use: worker start-up, allocator, thread pool
         fn, extra = fns[name]
@@ -143,17 +156,23 @@ def main(argv=None) -> int:
             fn, extra = fns[name]
             t = time_steps(fn, a.steps, device, warmup=a.warmup + extra)
             times[name].append(a.batch_size * a.steps / t)
+            # the pipeline alone, right after: batches/s it can deliver with no model running
+            t = time_steps(loader_fns[name], a.steps, device, warmup=extra)
+            loader_times[name].append(a.steps / t)
             print(f"  repeat {r + 1}/{a.repeats} {name}: {times[name][-1]:.1f} img/s",
                   file=sys.stderr, flush=True)
 
     med = {n: statistics.median(v) for n, v in times.items()}
+    loader_ms = {n: 1e3 / statistics.median(v) for n, v in loader_times.items()}
     mp = med[names[0]]
     best_ref = max(v for n, v in med.items() if n != names[0]) if len(names) > 1 else float("nan")
     info = machine_info(device)
     out = {"machine": info, "model": a.model, "data": data_desc, "batch_size": a.batch_size,
-           "steps": a.steps, "repeats": a.repeats, "img_s": med, "img_s_all": times,
+           "steps": a.steps, "repeats": a.repeats, "channels_last": channels_last,
+           "img_s": med, "img_s_all": times,
            "ratio_vs_best_reference": mp / best_ref,
-           "ratio_vs_each": {n: mp / v for n, v in med.items() if n != names[0]}}
+           "ratio_vs_each": {n: mp / v for n, v in med.items() if n != names[0]},
+           "loader_alone_ms_per_batch": loader_ms, "loader_alone_batches_s_all": loader_times}
     if a.json:
         print(json.dumps(out, indent=2))
         return 0
@@ -162,7 +181,8 @@ def main(argv=None) -> int:
     width = max(map(len, names))
     for n in names:
         ratio = "" if n == names[0] else f"   mpbench / this = {mp / med[n]:.3f}"
-        print(f"{n:<{width}}  {med[n]:8.1f} img/s{ratio}")
+        print(f"{n:<{width}}  {med[n]:8.1f} img/s   (pipeline alone: {loader_ms[n]:7.2f} ms/batch)"
+              f"{ratio}")
     print(f"mpbench vs the best reference: {out['ratio_vs_best_reference']:.3f}x")
     return 0
 

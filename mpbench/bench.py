@@ -12,7 +12,10 @@ functions. For each model it measures, in one process:
 * achieved GFLOP/s = img/s x GMACs x 2 (x 3 for a training step: forward + two backward
   products), and **MFU**, its fraction of the device's dense matmul peak, measured here
   with a large ``torch.mm`` (median of repeats);
-* the input pipeline's **overhead** = 1 - end-to-end / model-only.
+* the input pipeline's **overhead** = 1 - end-to-end / model-only, and the loader's own time
+  per batch (the same ``BatchLoader`` iterated with no model): ``loader_share`` = loader time /
+  (loader + model-only step) is what it would cost if nothing overlapped, and is far less
+  noisy than the difference of two throughputs on a loaded machine.
 
 Every figure is a median over ``repeats``. The repeats are interleaved: repeat r runs every
 model's model-only, end-to-end and inference blocks before repeat r+1 starts (alternating
@@ -36,7 +39,8 @@ import torch.nn as nn
 from mpbench.errors import UserError
 
 __all__ = ["ModelSpec", "BenchResult", "matmul_peak", "bench_models", "bench_model",
-           "machine_info", "parse_model_spec", "TrainStep"]
+           "machine_info", "parse_model_spec", "TrainStep", "MatmulPeak",
+           "profile_train_step"]
 
 
 @dataclass(frozen=True)
@@ -104,13 +108,17 @@ class BenchResult:
     train_mfu: float  # train_gflops / peak_gflops
     infer_mfu: float
     pipeline_overhead: float  # 1 - e2e_img_s / train_img_s
+    loader_ms: float  # BatchLoader alone: milliseconds per batch (gather, crop, flip, normalise)
+    loader_share: float  # loader time / (loader + model-only step): the overhead if nothing overlaps
     steps: int
     repeats: int
     warmup: int
     threads: int
+    interleave: str
     train_img_s_all: list[float] = field(default_factory=list)  # per repeat, for the record
     e2e_img_s_all: list[float] = field(default_factory=list)
     infer_img_s_all: list[float] = field(default_factory=list)
+    peak_gflops_all: list[float] = field(default_factory=list)  # one sample per repeat (+1)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -127,30 +135,42 @@ def _median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
-def matmul_peak(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
-                n: int | None = None, repeats: int = 5, inner: int = 3) -> float:
-    """Measured dense-matmul peak in GFLOP/s: ``inner`` square ``n x n`` ``torch.mm`` per
-    repeat, median over ``repeats`` (after one warm-up). 2·n³ FLOPs per product.
+class MatmulPeak:
+    """Dense-matmul throughput of the device: square ``n x n`` ``torch.mm`` in ``dtype``,
+    2·n³ FLOPs each. ``n`` defaults to 2048 on CPU (17 GFLOP per product: large enough for
+    the BLAS to reach its plateau) and 8192 on CUDA. :meth:`sample` times ``inner`` products
+    and returns GFLOP/s; :func:`bench_models` takes one sample per repeat, between the models'
+    blocks, so the peak sees the same machine load as the models do."""
 
-    ``n`` defaults to 2048 on CPU (17 GFLOP per product: large enough for the BLAS to reach
-    its plateau) and 8192 on CUDA.
-    """
-    device = torch.device(device)
-    n = n or (8192 if device.type == "cuda" else 2048)
-    g = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
-    b = torch.randn(n, n, generator=g).to(device=device, dtype=dtype)
-    out = torch.empty(n, n, device=device, dtype=dtype)
-    torch.mm(a, b, out=out)  # warm-up: thread pool, BLAS workspace
-    _sync(device)
-    rates = []
-    for _ in range(repeats):
+    def __init__(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 n: int | None = None):
+        self.device = torch.device(device)
+        self.n = n or (8192 if self.device.type == "cuda" else 2048)
+        g = torch.Generator(device="cpu").manual_seed(0)
+        self.a = torch.randn(self.n, self.n, generator=g).to(device=self.device, dtype=dtype)
+        self.b = torch.randn(self.n, self.n, generator=g).to(device=self.device, dtype=dtype)
+        self.out = torch.empty(self.n, self.n, device=self.device, dtype=dtype)
+        torch.mm(self.a, self.b, out=self.out)  # warm-up: thread pool, BLAS workspace
+        _sync(self.device)
+        self.samples: list[float] = []
+
+    def sample(self, inner: int = 2) -> float:
+        _sync(self.device)
         t0 = time.perf_counter()
         for _ in range(inner):
-            torch.mm(a, b, out=out)
-        _sync(device)
-        rates.append(inner * 2 * n ** 3 / (time.perf_counter() - t0) / 1e9)
-    return _median(rates)
+            torch.mm(self.a, self.b, out=self.out)
+        _sync(self.device)
+        rate = inner * 2 * self.n ** 3 / (time.perf_counter() - t0) / 1e9
+        self.samples.append(rate)
+        return rate
+
+
+def matmul_peak(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                n: int | None = None, repeats: int = 5, inner: int = 2) -> float:
+    """Measured dense-matmul peak in GFLOP/s: median over ``repeats`` samples of
+    :class:`MatmulPeak` (after one warm-up product)."""
+    mm = MatmulPeak(device, dtype, n)
+    return _median([mm.sample(inner) for _ in range(repeats)])
 
 
 class TrainStep:
@@ -217,7 +237,8 @@ class _Prepared:
     batches: Iterator
     x: torch.Tensor
     y: torch.Tensor
-    times: dict = field(default_factory=lambda: {"train": [], "e2e": [], "infer": []})
+    channels_last: bool
+    times: dict = field(default_factory=lambda: {"train": [], "e2e": [], "infer": [], "loader": []})
 
 
 def _resolve(spec: ModelSpec, budget: float | None, num_classes: int,
@@ -261,7 +282,29 @@ def _prepare(spec: ModelSpec, *, budget, batch_size, device, data, num_classes, 
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = (data.train_y[:batch_size] % num_classes).to(device)
-    return _Prepared(spec, full, gmacs, params, budget, model, step, cycle_batches(loader), x, y)
+    return _Prepared(spec, full, gmacs, params, budget, model, step, cycle_batches(loader), x, y,
+                     channels_last)
+
+
+#: keys of a model spec that are benchmark options, not builder arguments
+SPEC_OPTIONS = ("channels_last",)
+
+
+def _cl_choice(value, device: torch.device) -> bool:
+    """``channels_last`` as on/off/auto (YAML may have turned on/off into booleans)."""
+    if isinstance(value, bool):
+        return value
+    if value not in ("on", "off", "auto"):
+        raise UserError(f"channels_last must be on, off or auto, got {value!r}")
+    return value == "on" or (value == "auto" and device.type == "cuda")
+
+
+def _split_options(spec: ModelSpec) -> tuple[ModelSpec, dict]:
+    opts = {k: spec.args[k] for k in SPEC_OPTIONS if k in spec.args}
+    if not opts:
+        return spec, {}
+    args = {k: v for k, v in spec.args.items() if k not in SPEC_OPTIONS}
+    return ModelSpec(spec.name, args, spec.display), opts
 
 
 def _bench_data(batch_size: int, num_classes: int, input_size: tuple[int, int, int]):
@@ -272,25 +315,56 @@ def _bench_data(batch_size: int, num_classes: int, input_size: tuple[int, int, i
                      num_test=num_classes, image_size=input_size[-1])
 
 
-def _one_repeat(p: _Prepared, steps: int, warmup: int, device: torch.device, order: int) -> None:
+def _kernels(p: _Prepared) -> dict[str, Callable[[], object]]:
+    """The timed operations of one model: one call = one batch."""
+
     def model_only():
+        p.model.train()
         p.step(p.x, p.y)
 
     def end_to_end():
+        p.model.train()
         x, y = next(p.batches)
         p.step(x, y)
 
     def infer():
+        p.model.eval()
         with torch.no_grad(), p.step.autocast_factory():
             p.model(p.x)
+        p.model.train()
 
-    p.model.train()
-    blocks = [("train", model_only), ("e2e", end_to_end)]
-    for key, fn in (blocks if order % 2 == 0 else blocks[::-1]):
-        p.times[key].append(time_steps(fn, steps, device, warmup))
-    p.model.eval()
-    p.times["infer"].append(time_steps(infer, steps, device, warmup))
-    p.model.train()
+    def loader_only():
+        next(p.batches)
+
+    return {"train": model_only, "e2e": end_to_end, "loader": loader_only, "infer": infer}
+
+
+def _one_repeat(p: _Prepared, steps: int, warmup: int, device: torch.device, order: int) -> None:
+    """``interleave='block'``: ``steps`` calls per figure, one block after another."""
+    k = _kernels(p)
+    keys = ["train", "e2e"] if order % 2 == 0 else ["e2e", "train"]
+    for key in keys + ["loader", "infer"]:
+        p.times[key].append(time_steps(k[key], steps, device, warmup))
+
+
+def _step_repeat(prepared: list[_Prepared], steps: int, warmup: int, device: torch.device,
+                 order: int) -> None:
+    """``interleave='step'``: one call of each figure of each model in turn, ``steps`` rounds
+    (order reversed every other round); each call timed alone and summed per figure.
+    Load bursts on a shared machine then hit every figure alike, at the cost of a device
+    synchronisation per call (which hides no CPU/GPU overlap on a CPU)."""
+    kernels = [_kernels(p) for p in prepared]
+    for k in kernels:
+        for key in ("train", "e2e", "loader", "infer"):
+            time_steps(k[key], 0, device, warmup)
+    sums = [dict.fromkeys(("train", "e2e", "loader", "infer"), 0.0) for _ in prepared]
+    calls = [(i, key) for i in range(len(prepared)) for key in ("train", "e2e", "loader", "infer")]
+    for r in range(steps):
+        for i, key in (calls if (r + order) % 2 == 0 else calls[::-1]):
+            sums[i][key] += time_steps(kernels[i][key], 1, device)
+    for p, total in zip(prepared, sums):
+        for key, t in total.items():
+            p.times[key].append(t)
 
 
 def bench_models(specs: Sequence[ModelSpec | str], *, batch_size: int = 128,
@@ -298,8 +372,8 @@ def bench_models(specs: Sequence[ModelSpec | str], *, batch_size: int = 128,
                  warmup: int = 2, device: str | torch.device = "cpu", num_classes: int = 100,
                  input_size: Sequence[int] = (3, 32, 32), data=None, seed: int = 0,
                  amp: str = "auto", channels_last: str = "auto", peak: float | None = None,
-                 peak_n: int | None = None, progress: Callable[[str], None] | None = None
-                 ) -> list[BenchResult]:
+                 peak_n: int | None = None, interleave: str = "block",
+                 progress: Callable[[str], None] | None = None) -> list[BenchResult]:
     """Benchmark every model, repeats interleaved across models (see the module docstring).
 
     ``data``: a :class:`mpbench.data.Dataset` to feed the end-to-end steps (default: a
@@ -307,8 +381,12 @@ def bench_models(specs: Sequence[ModelSpec | str], *, batch_size: int = 128,
     pixel values). ``amp``/``channels_last`` as in a suite's recipe (``auto``: bf16 autocast
     and channels_last on CUDA only). ``peak``: a matmul peak (GFLOP/s) measured earlier;
     measured here when None. Each repeat runs ``warmup`` untimed steps then ``steps`` timed
-    steps per figure.
+    steps per figure. ``interleave='step'`` alternates single calls across every figure of
+    every model instead of timing blocks (see :func:`_step_repeat`): far steadier ratios on
+    a loaded machine.
     """
+    if interleave not in ("block", "step"):
+        raise UserError(f"interleave must be block or step, got {interleave!r}")
     from mpbench.train import resolve_device
 
     if batch_size < 1 or steps < 1 or repeats < 1 or warmup < 0:
@@ -325,7 +403,7 @@ def bench_models(specs: Sequence[ModelSpec | str], *, batch_size: int = 128,
         data = _bench_data(batch_size, num_classes, input_size)
     if len(data.train_y) < batch_size:
         raise UserError(f"--batch-size {batch_size} is larger than the data ({len(data.train_y)} images)")
-    use_cl = channels_last == "on" or (channels_last == "auto" and device.type == "cuda")
+    _cl_choice(channels_last, device)  # validate
     use_bf16 = amp == "bf16" or (amp == "auto" and device.type == "cuda")
     dtype = torch.bfloat16 if use_bf16 else torch.float32
 
@@ -336,19 +414,31 @@ def bench_models(specs: Sequence[ModelSpec | str], *, batch_size: int = 128,
     prepared = []
     for spec in specs:
         say(f"building {spec.display}" + (f" at {budget:g} GMACs" if budget else ""))
+        spec, opts = _split_options(spec)
+        use_cl = _cl_choice(opts.get("channels_last", channels_last), device)
         prepared.append(_prepare(spec, budget=budget, batch_size=batch_size, device=device,
                                  data=data, num_classes=num_classes, seed=seed, amp=amp,
                                  channels_last=use_cl))
+    mm = None
     if peak is None:
-        say(f"measuring the {str(dtype).removeprefix('torch.')} matmul peak")
-        peak = matmul_peak(device, dtype, n=peak_n)
+        say(f"measuring the {str(dtype).removeprefix('torch.')} matmul peak, interleaved with the models")
+        mm = MatmulPeak(device, dtype, peak_n)
+        mm.sample()
     for p in prepared:  # first-call costs (allocator, thread pool, oneDNN primitives)
         _one_repeat(p, 1, max(warmup, 1), device, 0)
-        p.times = {"train": [], "e2e": [], "infer": []}
+        p.times = {"train": [], "e2e": [], "infer": [], "loader": []}
     for r in range(repeats):
-        for p in prepared:
-            say(f"repeat {r + 1}/{repeats}: {p.spec.display}")
-            _one_repeat(p, steps, warmup, device, r)
+        if interleave == "step":
+            say(f"repeat {r + 1}/{repeats}: every model, step by step")
+            _step_repeat(prepared, steps, warmup, device, r)
+        else:
+            for p in prepared:
+                say(f"repeat {r + 1}/{repeats}: {p.spec.display}")
+                _one_repeat(p, steps, warmup, device, r)
+        if mm is not None:
+            mm.sample()
+    if mm is not None:
+        peak = _median(mm.samples)
 
     results = []
     for p in prepared:
@@ -359,14 +449,17 @@ def bench_models(specs: Sequence[ModelSpec | str], *, batch_size: int = 128,
         results.append(BenchResult(
             model=p.spec.name, label=p.spec.display, args=_plain(p.args), gmacs=p.gmacs,
             params=p.params, budget_gmacs=budget, batch_size=batch_size, device=str(device),
-            dtype=str(dtype).removeprefix("torch."), channels_last=use_cl,
+            dtype=str(dtype).removeprefix("torch."), channels_last=p.channels_last,
             train_img_s=med["train"], e2e_img_s=med["e2e"], infer_img_s=med["infer"],
             train_gflops=train_gf, e2e_gflops=med["e2e"] * p.gmacs * 2 * 3,
             infer_gflops=infer_gf, peak_gflops=peak, train_mfu=train_gf / peak,
             infer_mfu=infer_gf / peak, pipeline_overhead=1 - med["e2e"] / med["train"],
+            loader_ms=1e3 / med["loader"] * batch_size,
+            loader_share=med["train"] / (med["train"] + med["loader"]),
             steps=steps, repeats=repeats, warmup=warmup, threads=torch.get_num_threads(),
+            interleave=interleave,
             train_img_s_all=rate["train"], e2e_img_s_all=rate["e2e"],
-            infer_img_s_all=rate["infer"]))
+            infer_img_s_all=rate["infer"], peak_gflops_all=list(mm.samples) if mm else [peak]))
     return results
 
 
@@ -425,7 +518,8 @@ def profile_train_step(spec: ModelSpec | str, *, batch_size: int = 128, budget: 
 
     device = resolve_device(str(device))
     spec = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec)
-    use_cl = channels_last == "on" or (channels_last == "auto" and device.type == "cuda")
+    spec, opts = _split_options(spec)
+    use_cl = _cl_choice(opts.get("channels_last", channels_last), device)
     data = _bench_data(batch_size, num_classes, tuple(int(v) for v in input_size))
     p = _prepare(spec, budget=budget, batch_size=batch_size, device=device, data=data,
                  num_classes=num_classes, seed=0, amp=amp, channels_last=use_cl)

@@ -74,9 +74,11 @@ class UnsupportedOpError(UserError):
 class Complexity:
     """MACs and parameters of one model at batch 1.
 
-    ``by_module`` maps every submodule name (top-level ``"stages"`` and nested
-    ``"stages.0.1.conv1"``; the root ``""`` is ``macs``) to its MACs. Returned objects may be
-    shared through a cache: treat them as read-only.
+    ``by_module`` maps every submodule name, top-level (``"stages"``) and nested
+    (``"stages.0.1.conv1"``), to its MACs, in model order (the whole model is ``macs``);
+    ``params_by_module`` likewise. ``by_operator`` groups MACs by operator (``conv``,
+    ``batch_norm``, ``add``, ``sigmoid``, ...). Returned objects may be shared through a
+    cache: treat them as read-only.
     """
 
     macs: int
@@ -419,8 +421,8 @@ def count_model(name: str, args: dict | None = None, *, input_size: InputSize = 
     if hit is None:
         try:
             hit = count(_build_for_count(entry, full), input_size)
-        except UnsupportedOpError:
-            raise
+        except UnsupportedOpError as exc:
+            raise UnsupportedOpError(f"{name}: {exc}") from None
         except Exception as exc:
             _log.debug("counting the fast build of %s failed (%s); retrying", name, exc)
             hit = count(_build(entry, full), input_size)
@@ -490,15 +492,19 @@ def estimate_model(name: str, args: dict | None = None, *,
     full = model_args(entry, args, input_size=input_size, num_classes=num_classes)
     key = (name, entry.fn, freeze(full), input_size)
     if key not in _ESTIMATE_CACHE:
-        model = _build_for_count(entry, full).eval()
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)
         try:
+            model = _build_for_count(entry, full).eval()
+            torch.set_num_threads(1)
             with torch.no_grad(), _MacEstimator() as estimator:
                 model(_example_input(model, input_size))
+            macs = estimator.macs
+        except Exception as exc:  # e.g. a forward that needs initialised weights: count it
+            _log.debug("estimating %s failed (%s); counting instead", name, exc)
+            macs = count_model(name, args, input_size=input_size, num_classes=num_classes).macs
         finally:
             torch.set_num_threads(threads)
-        _ESTIMATE_CACHE[key] = estimator.macs
+        _ESTIMATE_CACHE[key] = macs
     return _ESTIMATE_CACHE[key]
 
 

@@ -58,6 +58,8 @@ class Recipe(_Strict):
     channels_last: Literal["auto", "on", "off"] = "auto"
     deterministic: bool = False  # bit-reproducible kernels (slower on CUDA)
     max_retries: int = Field(0, ge=0)  # re-tries of a diverged run with a new seed offset
+    # evaluate on the test set every N epochs (always after the last): CPU-sized suites
+    eval_every: int = Field(1, ge=1)
     # fine-tuning (mpbench.finetune): train only the classifier (backbone frozen, BN in eval
     # mode) for the first N epochs; resize every batch on the device to input_size² (e.g. 224
     # for ImageNet-pretrained weights; None: the data set's size)
@@ -68,7 +70,8 @@ class Recipe(_Strict):
     def _omit_unset_finetune(self, handler):
         # fine-tuning fields at their defaults are left out, so run configs written before
         # they existed keep the same recipe fingerprint (runs.check_existing)
-        return _drop_defaults(handler(self), {"freeze_backbone_epochs": 0, "input_size": None})
+        return _drop_defaults(handler(self), {"freeze_backbone_epochs": 0, "input_size": None,
+                                             "eval_every": 1})
 
     @model_validator(mode="after")
     def _milestones_fit(self):

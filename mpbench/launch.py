@@ -36,10 +36,15 @@ CLUSTER_ENV = "MPBENCH_SUBMITIT_CLUSTER"
 
 @dataclass
 class RunJob:
-    """One run of a suite as a submitit job (picklable; holds the suite and plans as planned)."""
+    """One run of a suite as a submitit job.
 
-    suite: Any                      # mpbench.config.Suite
-    plans: list                     # every RunPlan of the suite (plan.json lists them all)
+    It holds the suite and every plan as plain JSON data (what suite.json and plan.json hold),
+    re-validated in the job: a job pickled by one mpbench version still runs, or fails with a
+    clear validation error, after an upgrade (a pickled pydantic object would not).
+    """
+
+    suite: dict                     # Suite.model_dump(mode="json")
+    plans: list                     # every RunPlan.as_dict() (plan.json lists them all)
     run_id: str
     out: str
     source: str | None = None       # the suite file (plugins, provenance)
@@ -48,14 +53,18 @@ class RunJob:
     attempts: int = field(default=0)  # how many times this job was checkpointed and requeued
 
     def __call__(self) -> dict:
+        from mpbench.config import Suite
+        from mpbench.plan import RunPlan
         from mpbench.plugins import load_plugins
         from mpbench.runs import run_suite
         from mpbench.storage import read_json
 
         _export_torch_distributed_env()
-        load_plugins(self.suite.plugins, self.source or "<suite>")
+        load_plugins(self.suite.get("plugins") or [], self.source or "<suite>")
+        suite = Suite.model_validate(self.suite)
+        plans = [RunPlan(**p) for p in self.plans]
         out = Path(self.out)
-        counts = run_suite(self.suite, self.plans, out, data_root=self.data_root,
+        counts = run_suite(suite, plans, out, data_root=self.data_root,
                            device=self.device, progress=False, source=self.source,
                            only=[self.run_id])
         result = out / "runs" / self.run_id / "result.json"
@@ -189,9 +198,10 @@ def submit_suite(suite, plans: list, out: Path, options: SlurmOptions, *,
     executor = options.executor(folder, name=f"mpbench-{suite.name}")
     source = str(Path(source).resolve()) if source else None
     out = out.resolve()
+    suite_data, plan_data = suite.model_dump(mode="json"), [p.as_dict() for p in plans]
     with executor.batch():
-        jobs = [executor.submit(RunJob(suite, plans, p.run_id, str(out), source, data_root, device))
-                for p in todo]
+        jobs = [executor.submit(RunJob(suite_data, plan_data, p.run_id, str(out), source,
+                                       data_root, device)) for p in todo]
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with open(folder / "jobs.jsonl", "a") as f:
         for plan, job in zip(todo, jobs):

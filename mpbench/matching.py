@@ -20,8 +20,14 @@ Rules
 
 MACs are assumed to grow monotonically with the knob. The search brackets the budget with a
 power-law secant (MACs ~ a·knob^p, p re-estimated from the points measured so far), falling
-back to bisection, so it needs a handful of counts, all of models near the budget. Results are
-deterministic and cached per (model, arguments, budget, input size, classes, tolerance).
+back to bisection, starting from the family's default knob value. It steers by
+:func:`mpbench.complexity.estimate_model` (the same convention without a TorchScript trace,
+several times cheaper, exact to ~0.01%), and then counts its answer with fvcore; if the count
+disagrees with the estimate, the search is repeated with the estimate rescaled, and when two
+neighbouring candidates are nearly equally close both are counted. Every reported number is
+an fvcore count. A match typically costs 2-4 estimates and one fvcore trace. Results are
+deterministic (the search never depends on what is cached) and cached per (model, arguments,
+budget, input size, classes, tolerance).
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ from mpbench.errors import UserError
 __all__ = ["Match", "BudgetError", "match_budget", "describe", "match_suite", "suite_geometry"]
 
 _FLOAT_DECIMALS = 4
-_MAX_COUNTS = 40  # safety net; a search normally needs 3-8 counts
+_MAX_COUNTS = 40  # safety net; a search normally needs 2-6 estimates
 
 
 @dataclass(frozen=True)
@@ -334,7 +340,7 @@ def _match(entry, budget: float, args: dict, input_size: tuple, num_classes: int
 
     rho, tried = 1.0, []
     for _ in range(4):
-        probe = _Probe(lambda v: rho * estimate(v))
+        probe = _Probe(lambda v, scale=rho: scale * estimate(v))
         if grid is None:
             value = _search_float(float(knob.low), float(knob.high), probe, target, start,
                                   tolerance, power=2.0)

@@ -146,6 +146,7 @@ def _normalise_row(r: dict) -> dict:
         "train_time_s": _num(r.get("train_time_s")), "img_per_s": _num(r.get("img_per_s")),
         "status": status, "device": str(r.get("device") or ""),
         "finished_at": str(r.get("finished_at") or ""), "error": str(r.get("error") or ""),
+        "init": str(r.get("init") or ""), "init_mode": str(r.get("init_mode") or ""),
     }
 
 
@@ -408,6 +409,12 @@ def describe_recipe(rc: dict) -> str:
         parts.append(f"{rc['warmup_epochs']:g} warm-up epochs")
     if rc.get("label_smoothing"):
         parts.append(f"label smoothing {rc['label_smoothing']:g}")
+    if rc.get("freeze_backbone_epochs"):
+        parts.append(f"backbone frozen for the first {rc['freeze_backbone_epochs']} epochs")
+    if rc.get("input_size"):
+        parts.append(f"inputs resized to {rc['input_size']}x{rc['input_size']}")
+    if (rc.get("eval_every") or 1) > 1:
+        parts.append(f"test set evaluated every {rc['eval_every']} epochs and after the last")
     aug = []
     if rc.get("crop_padding"):
         aug.append(f"random crop (pad {rc['crop_padding']})")
@@ -437,16 +444,20 @@ def _header(rs: ResultSet, title: str, note: str) -> list[str]:
         lines += [f"> {suite['description'].strip()}", ""]
     lines += [
         f"- **Data set:** {describe_dataset(suite.get('dataset') or {'name': (rs.rows[0]['dataset'])})}",
-        f"- **Suite:** `{suite.get('name', rs.rows[0]['suite'])}` — {len(rs.rows)} runs "
-        f"({status_text(counts)} finished)" if counts["done"] == len(rs.rows) else
-        f"- **Suite:** `{suite.get('name', rs.rows[0]['suite'])}` — {len(rs.rows)} runs: "
-        + ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s]),
+        f"- **Suite:** `{suite.get('name', rs.rows[0]['suite'])}` — {len(rs.rows)} runs"
+        + (", all finished" if counts["done"] == len(rs.rows) else
+           ": " + ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s])),
         f"- **Recipe:** {describe_recipe(suite.get('recipe') or {})}",
         f"- **Seeds:** {', '.join(str(s) for s in suite.get('seeds', sorted({r['seed'] for r in rs.rows})))}",
         f"- **Budgets:** " + (", ".join(f"{b:g}" for b in budgets) + " GMACs, matched within "
                                f"±{100 * suite.get('tolerance', 0.02):g}% (depth knobs: nearest depth)"
                                if budgets else "none (models as given)"),
         f"- **Complexity:** {MACS_CONVENTION}; input at the data set's image size",
+        f"- **Initialisation:** " + (
+            "; ".join(sorted({f"{r['label']} from `{r['init']}` ({r['init_mode'] or 'init'})"
+                              for r in rs.rows if r["init"]}))
+            + ("; others from scratch" if any(not r["init"] for r in rs.rows) else "")
+            if any(r["init"] for r in rs.rows) else "from scratch (random init, the run's seed)"),
         f"- **Device:** {', '.join(devices) or '—'}",
         f"- **Runs finished:** {dates} (UTC)",
         f"- **mpbench:** runs made with {', '.join(versions) or 'unknown'}; "

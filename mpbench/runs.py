@@ -58,7 +58,7 @@ def run_config(plan: RunPlan, suite: Suite, source: str | None = None) -> dict:
 
 
 def _fingerprint(config: dict) -> dict:
-    return {k: config.get(k) for k in ("model", "args", "seed", "dataset", "recipe")}
+    return {k: config.get(k) for k in ("model", "args", "seed", "dataset", "recipe", "init")}
 
 
 def check_existing(plans: list[RunPlan], suite: Suite, out: Path, source: str) -> None:
@@ -181,8 +181,9 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
         def on_epoch(m: dict) -> None:
             history.append(m)
             atomic_write_json(run_dir / "metrics.json", history, durable=False)
-            note(f"epoch {m['epoch']}/{suite.recipe.epochs} loss {m['train_loss']:.3f} "
-                 f"top1 {m['test_top1']:.2f} top5 {m['test_top5']:.2f} "
+            test = (f"top1 {m['test_top1']:.2f} top5 {m['test_top5']:.2f} "
+                    if m["test_top1"] is not None else "")
+            note(f"epoch {m['epoch']}/{suite.recipe.epochs} loss {m['train_loss']:.3f} {test}"
                  f"{m['img_per_s']:.0f} img/s")
 
         history = list(resume["history"]) if resume else []

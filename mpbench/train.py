@@ -212,7 +212,10 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
         train_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         loss_sum, correct, seen = ddp.end_of_epoch(model, loss_sum, correct, seen)  # global
-        metrics = evaluate(model, test_loader, autocast)
+        if (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs:
+            metrics = evaluate(model, test_loader, autocast)
+        else:
+            metrics = {"test_loss": None, "test_top1": None, "test_top5": None}
         result.train_time_s += train_s
         metrics = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
                    "train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen,

@@ -22,6 +22,7 @@ def _check_result(r: BenchResult) -> None:
         assert isinstance(value, float) and math.isfinite(value) and value > 0, key
     assert isinstance(r.params, int) and r.params > 0
     assert isinstance(r.pipeline_overhead, float) and r.pipeline_overhead < 1
+    assert r.loader_ms > 0 and 0 < r.loader_share < 1
     # the derived figures follow from the measured ones
     assert r.train_gflops == pytest.approx(r.train_img_s * r.gmacs * 6)
     assert r.infer_gflops == pytest.approx(r.infer_img_s * r.gmacs * 2)
@@ -55,11 +56,15 @@ def test_bench_interleaves_several_models_and_variants():
 
 
 def test_budget_matches_the_model_first():
-    # width 12 of cifar_resnet_tiny lands at 0.007273 GMACs (the default width 8: 0.00334)
-    r = bench_model("cifar_resnet_tiny", budget=0.00727, **FAST)
-    assert r.budget_gmacs == 0.00727
-    assert r.args["width"] == 12
-    assert r.gmacs == pytest.approx(0.00727, rel=0.02)
+    from mpbench.matching import match_budget
+
+    budget = 0.0072  # about twice cifar_resnet_tiny's default (width 8: 0.00334 GMACs)
+    r = bench_model("cifar_resnet_tiny", budget=budget, **FAST)
+    m = match_budget("cifar_resnet_tiny", budget)
+    assert r.budget_gmacs == budget
+    assert r.args[m.knob] == m.knob_value != 8
+    assert r.gmacs == pytest.approx(m.gmacs) == pytest.approx(budget, rel=0.02)
+    assert r.params == m.params
 
 
 def test_parse_model_spec():
@@ -71,6 +76,8 @@ def test_parse_model_spec():
 
 def test_matmul_peak_positive():
     assert matmul_peak("cpu", n=64, repeats=2, inner=1) > 0
+    r = bench_model("cifar_resnet_tiny", **{**FAST, "repeats": 2})
+    assert len(r.peak_gflops_all) == 3 and r.peak_gflops == sorted(r.peak_gflops_all)[1]
 
 
 def test_cli_json_parses(capsys):
@@ -103,3 +110,19 @@ def test_cli_user_errors_are_one_line(capsys, argv, needle):
     assert captured.out == ""
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("mpbench bench: error:") and needle in lines[0]
+
+
+def test_channels_last_is_a_bench_option_per_model():
+    specs = [parse_model_spec("cifar_resnet_tiny"), parse_model_spec("cifar_resnet_tiny:channels_last=on")]
+    plain, cl = bench_models(specs, **FAST)
+    assert (plain.channels_last, cl.channels_last) == (False, True)
+    assert "channels_last" not in cl.args and cl.label == "cifar_resnet_tiny:channels_last=on"
+    _check_result(cl)
+
+
+def test_step_interleaving_reports_the_same_fields():
+    results = bench_models(["cifar_resnet_tiny", "mp_resnet_tiny"], interleave="step",
+                           **{**FAST, "steps": 2})
+    for r in results:
+        _check_result(r)
+        assert r.interleave == "step"

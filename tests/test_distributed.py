@@ -139,40 +139,54 @@ def test_ddp_two_gloo_processes_match_one_process(tmp_path):
         pytest.approx(ddp["fresh"][-1]["test_loss"], rel=1e-6)
 
 
-def test_torchrun_runs_a_suite_resuming_a_single_process_checkpoint(tmp_path, capsys):
-    """`torchrun --nproc_per_node 2 -m mpbench run`: rank 0 alone writes; resume works."""
+def _torchrun(args: list[str], timeout: float = 900) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m mpbench ARGS``; on timeout SIGTERM the agent (it stops
+    its workers) rather than SIGKILL it (which would orphan them)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+           "--master_port", str(_free_port()), "-m", "mpbench", *args]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        out, err = proc.communicate(timeout=60)
+        raise AssertionError(f"torchrun timed out after {timeout}s\n{out}\n{err}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def test_torchrun_suite_rank0_writes_and_single_process_resumes_it(tmp_path, capsys):
+    """`torchrun --nproc_per_node 2 -m mpbench run`: one writer; its checkpoint resumes in 1 process."""
     from mpbench.cli import main
 
     suite = tmp_path / "s.yaml"
     suite.write_text(TINY_SUITE)
     out = tmp_path / "o"
-    assert main(["run", str(suite), "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
-    run_dir = out / "runs" / "cifar_resnet_tiny-s0"
-    single = json.loads((run_dir / "metrics.json").read_text())
-    # pretend the single-process run died during epoch 2: the newest checkpoint is epoch 1's
-    for name in ("result.json", "checkpoint.pt", "results.csv"):
-        (run_dir / name if name != "results.csv" else out / name).unlink()
-    (run_dir / "metrics.json").write_text(json.dumps(single[:1]))
-    capsys.readouterr()
-
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", str(_free_port()), "-m", "mpbench", "run", str(suite),
-           "--out", str(out), "--no-progress", "--device", "cpu"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    proc = _torchrun(["run", str(suite), "--out", str(out), "--no-progress", "--device", "cpu"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("suite tiny: done 1") == 1  # only rank 0 reports
 
+    run_dir = out / "runs" / "cifar_resnet_tiny-s0"
     rows = pd.read_csv(out / "results.csv")
     assert len(rows) == 1 and rows.status[0] == "done" and rows.epochs[0] == 2
     assert rows.world_size[0] == 2
     log = (run_dir / "log.txt").read_text()
-    assert log.count("resuming after epoch 1") == 1          # one writer, one line
-    assert log.count("epoch 2/2") == 1
-    history = json.loads((run_dir / "metrics.json").read_text())
-    assert [h["epoch"] for h in history] == [1, 2] and history[0] == single[0]
+    assert log.count("epoch 1/2") == 1 and log.count("epoch 2/2") == 1, log  # one writer
     assert sorted(p.name for p in run_dir.iterdir()) == [
         ".lock", "checkpoint.pt", "checkpoint.pt.prev", "config.json", "log.txt",
         "metrics.json", "result.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["plan.json", "results.csv", "runs", "suite.json"]
+    ddp_history = json.loads((run_dir / "metrics.json").read_text())
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 2 and not any(k.startswith("module.") for k in state["model"])
+
+    # pretend the torchrun job died during epoch 2: a plain `mpbench run` resumes its epoch-1 checkpoint
+    for path in (run_dir / "result.json", run_dir / "checkpoint.pt", out / "results.csv"):
+        path.unlink()
+    (run_dir / "metrics.json").write_text(json.dumps(ddp_history[:1]))
+    assert main(["run", str(suite), "--out", str(out), "--no-progress", "--device", "cpu"]) == 0
+    assert "resuming after epoch 1" in (run_dir / "log.txt").read_text()
+    rows = pd.read_csv(out / "results.csv")
+    assert len(rows) == 1 and rows.status[0] == "done" and rows.epochs[0] == 2
+    history = json.loads((run_dir / "metrics.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2] and history[0] == ddp_history[0]

@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
                     "repeats interleaved across models, all in one process.")
     p.add_argument("models", nargs="+", metavar="MODEL",
                    help="registered model, optionally NAME:key=value[:key=value] "
-                        "(e.g. mp_resnet20_p4_fdcc:path_conv=loop)")
+                        "(e.g. mp_resnet20_p4_fdcc:path_conv=loop); the key channels_last=on|off "
+                        "is a benchmark option, not a model argument")
     p.add_argument("--batch-size", type=int, default=128, help="images per step (default 128)")
     p.add_argument("--budget", type=float, metavar="GMACS",
                    help="match every model to this many GMACs first (equal-compute comparison)")
@@ -25,6 +26,10 @@ def add_parser(sub) -> None:
     p.add_argument("--repeats", type=int, default=5, help="repeats; figures are medians (default 5)")
     p.add_argument("--warmup", type=int, default=2,
                    help="untimed steps before each timed block (default 2)")
+    p.add_argument("--interleave", choices=("block", "step"), default="block",
+                   help="block: per repeat, --steps timed steps per figure in turn; step: "
+                        "single steps of every figure and model alternated (steadier ratios "
+                        "on a loaded machine)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: auto)")
     p.add_argument("--classes", type=int, default=100, help="number of classes (default 100)")
     p.add_argument("--args", nargs="+", default=[], metavar="ARG",
@@ -62,6 +67,7 @@ def run(args) -> int:
                            steps=args.steps, repeats=args.repeats, warmup=args.warmup,
                            device=args.device, num_classes=args.classes, amp=args.amp,
                            channels_last=args.channels_last, peak_n=args.peak_size,
+                           interleave=args.interleave,
                            progress=say)
     machine = machine_info(results[0].device)
     if args.json:
@@ -76,15 +82,18 @@ def run(args) -> int:
     print(f"matmul peak ({r0.dtype}): {r0.peak_gflops:.1f} GFLOP/s")
     name_w = max(len(r.label) for r in results)
     head = (f"{'model':<{name_w}}  {'GMACs':>7}  {'params':>7}  {'train':>8}  {'e2e':>8}  "
-            f"{'infer':>8}  {'trainGF/s':>9}  {'MFU':>6}  {'inferGF/s':>9}  {'pipe':>6}")
+            f"{'infer':>8}  {'trainGF/s':>9}  {'MFU':>6}  {'inferGF/s':>9}  {'pipe':>6}  "
+            f"{'loader':>9}  {'share':>6}")
     print(head)
     print("-" * len(head))
     for r in results:
         print(f"{r.label:<{name_w}}  {r.gmacs:7.4f}  {r.params / 1e6:6.3f}M  {r.train_img_s:8.1f}  "
               f"{r.e2e_img_s:8.1f}  {r.infer_img_s:8.1f}  {r.train_gflops:9.1f}  "
-              f"{100 * r.train_mfu:5.1f}%  {r.infer_gflops:9.1f}  {100 * r.pipeline_overhead:5.1f}%")
+              f"{100 * r.train_mfu:5.1f}%  {r.infer_gflops:9.1f}  {100 * r.pipeline_overhead:5.1f}%  "
+              f"{r.loader_ms:6.2f} ms  {100 * r.loader_share:5.2f}%")
     print("train/e2e/infer: img/s (model-only training on a fixed batch / training fed by "
-          "BatchLoader / inference); pipe = 1 - e2e/train")
+          "BatchLoader / inference); pipe = 1 - e2e/train; loader = BatchLoader alone per batch, "
+          "share = loader / (loader + model-only step)")
     if args.profile:
         from mpbench.bench import profile_train_step
 

@@ -154,6 +154,8 @@ def run_suite(args) -> int:
         raise UserError("--budget, --args and --input-size apply to a MODEL, not to --suite")
     suite = load_suite(args.suite)
     if args.tolerance is not None:
+        if not 0 < args.tolerance < 1:
+            raise UserError(f"--tolerance must be in (0, 1), got {args.tolerance}")
         suite = suite.model_copy(update={"tolerance": args.tolerance})
     input_size, classes = suite_geometry(suite, args.data_root, args.classes)
     rows = match_suite(suite, data_root=args.data_root, num_classes=args.classes)
