@@ -3,7 +3,7 @@
 * ``top1_vs_gmacs``: mean top-1 against achieved GMACs, colour = family, one marker per model
   configuration (lines join a configuration across budgets), error bars = std over seeds,
   the Pareto front (no other configuration is both cheaper and more accurate) and the budgets.
-* ``top1_vs_params``: the same against parameters (log axis).
+* ``top1_vs_params``: the same against parameters (log axis when they span more than 4x).
 * ``curves``: test top-1 per epoch, mean over seeds (band: ± std), one panel per budget.
 * ``path_usage_<label>``: mean path usage per superclass (or class) and layer of a trained
   multi-path network, from :mod:`mpbench.analyze`'s stored CSV.
@@ -20,7 +20,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator, NullFormatter  # noqa: E402
 
 __all__ = ["make_figures", "family_colors", "pareto_front"]
 
@@ -30,9 +30,22 @@ STYLE = {"svg.hashsalt": "mpbench", "svg.fonttype": "path", "font.size": 9,
          "axes.titlesize": 10, "legend.fontsize": 8, "figure.dpi": 100}
 
 
-def family_colors(families: list[str]) -> dict[str, tuple]:
-    cmap = plt.get_cmap("tab10" if len(families) <= 10 else "tab20")
-    return {f: cmap(i % cmap.N) for i, f in enumerate(sorted(families))}
+# fixed colours for the built-in families (the multi-path network in red), so that a family
+# keeps its colour across figures and reports; other families take the remaining colours
+FAMILY_COLORS = {
+    "mp_resnet": "#d62728", "resnet": "#1f77b4", "resnet4": "#17becf", "wrn": "#2ca02c",
+    "wrn_postact": "#bcbd22", "resnext": "#ff7f0e", "se_resnet": "#9467bd",
+    "sk_resnet": "#e377c2", "resnest": "#8c564b", "res2net": "#7f7f7f", "ensemble": "#000000",
+}
+SPARE_COLORS = ["#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d",
+                "#31a354", "#756bb1", "#636363"]
+
+
+def family_colors(families: list[str]) -> dict[str, str]:
+    out, spare = {}, iter(SPARE_COLORS * 10)
+    for f in sorted(families):
+        out[f] = FAMILY_COLORS.get(f) or next(spare)
+    return out
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -95,15 +108,19 @@ def _accuracy_plot(summary: list[dict], styles: dict, xkey: str, budgets: list[f
         ax.plot(*front[0], marker="o", ms=14, mfc="none", mec="0.35", ls="none",
                 label="Pareto front (one point)")
     xs = [a[xkey] / scale for a in pts]
-    if xkey == "params" or (xs and max(xs) / min(xs) > 4):
+    log = bool(xs) and max(xs) / min(xs) > 4
+    if log:
         ax.set_xscale("log")
+        plain = FuncFormatter(lambda v, _: f"{v:g}")
+        ax.xaxis.set_major_formatter(plain)
+        ax.xaxis.set_minor_formatter(plain if max(xs) / min(xs) < 30 else NullFormatter())
     for b in budgets:
         ax.axvline(b, color="0.6", ls=":", lw=1.0, zorder=0)
         ax.annotate(f"budget {b:g}", (b, 1.0), xycoords=("data", "axes fraction"),
                     xytext=(3, -3), textcoords="offset points", va="top", fontsize=7,
                     color="0.4", rotation=90)
-    ax.set_xlabel("achieved GMACs (fvcore MACs, batch 1)" if xkey == "gmacs" else
-                  "parameters (M, log scale)")
+    ax.set_xlabel(("achieved GMACs (fvcore MACs, batch 1)" if xkey == "gmacs" else
+                   "parameters (M)") + (", log scale" if log else ""))
     ax.set_ylabel("test top-1 (%), mean ± std over seeds")
     ax.set_title(title)
     ax.grid(True, alpha=0.3, which="both")

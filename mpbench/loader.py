@@ -18,15 +18,16 @@ def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> to
     """Zero-pad each image by ``padding`` and take a random same-size window per image."""
     if padding == 0:
         return x
-    b, _, h, w = x.shape
+    b, c, h, w = x.shape
+    pw = w + 2 * padding
     padded = F.pad(x, (padding,) * 4)
     dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device)
     dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # B,1,H,1
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # B,1,1,W
-    batch = torch.arange(b, device=x.device)[:, None, None, None]
-    chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
-    return padded[batch, chans, rows, cols]
+    # one flat gather: offsets of an h x w window in the padded plane, shifted per image
+    window = (torch.arange(h, device=x.device)[:, None] * pw
+              + torch.arange(w, device=x.device)[None, :]).flatten()
+    index = ((dy * pw + dx)[:, None] + window)[:, None, :].expand(b, c, h * w)
+    return padded.flatten(2).gather(2, index).view(b, c, h, w)
 
 
 def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

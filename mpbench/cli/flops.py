@@ -153,6 +153,8 @@ def run_suite(args) -> int:
     if args.budget is not None or args.args or args.input_size:
         raise UserError("--budget, --args and --input-size apply to a MODEL, not to --suite")
     suite = load_suite(args.suite)
+    from mpbench.plugins import load_plugins
+    load_plugins(suite.plugins, args.suite)  # the suite's own models must be registered
     if args.tolerance is not None:
         if not 0 < args.tolerance < 1:
             raise UserError(f"--tolerance must be in (0, 1), got {args.tolerance}")
