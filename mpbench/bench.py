@@ -65,7 +65,7 @@ def parse_model_spec(text: str, common: dict | None = None) -> ModelSpec:
 
     ``common`` arguments apply first; the spec's own override them.
     """
-    import yaml
+    from mpbench.config import parse_override
 
     name, *pairs = text.split(":")
     if not name:
@@ -73,13 +73,7 @@ def parse_model_spec(text: str, common: dict | None = None) -> ModelSpec:
     args = dict(common or {})
     own = {}
     for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise UserError(f"model spec '{text}': expected NAME:key=value, got '{pair}'")
-        try:
-            own[key] = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
-            own[key] = raw
+        key, own[key] = parse_override(pair, f"model spec '{text}'", "NAME:key=value")
     args.update(own)
     return ModelSpec(name, args, text if own else None)
 

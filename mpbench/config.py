@@ -202,3 +202,14 @@ def load_suite(path: str | Path) -> Suite:
         where = f" line {mark.line + 1}" if mark else ""
         raise SuiteError(f"{path}:{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
     return parse_suite(data, str(path))
+
+
+def parse_override(token: str, source: str, form: str = "key=value") -> tuple[str, Any]:
+    """``key=value`` from a command line, the value read as YAML (``width=16`` is an int)."""
+    key, sep, raw = token.partition("=")
+    if not sep or not key:
+        raise SuiteError(f"{source}: expected {form}, got '{token}'")
+    try:
+        return key, (yaml.safe_load(raw) if raw else "")
+    except yaml.YAMLError:
+        return key, raw

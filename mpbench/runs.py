@@ -51,7 +51,10 @@ def run_config(plan: RunPlan, suite: Suite, source: str | None = None) -> dict:
     ``plugins`` and ``suite_file`` let :func:`load_run` rebuild a user's plugin model later.
     """
     from mpbench import __version__
-    return {**plan.as_dict(), "dataset": suite.dataset.model_dump(),
+    from mpbench.finetune import init_config, spec_for
+
+    return {**plan.as_dict(), **init_config(spec_for(suite, plan)),
+            "dataset": suite.dataset.model_dump(),
             "recipe": suite.recipe.model_dump(mode="json"), "plugins": list(suite.plugins),
             "suite_file": str(Path(source).resolve()) if source else None,
             "mpbench_version": __version__}
@@ -153,10 +156,9 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
     from mpbench.train import Diverged, load_checkpoint, seed_everything, train
     from mpbench.distributed import agree, is_distributed, is_main, world_size
 
+    from mpbench.finetune import init_result_fields, init_run, spec_for
     config = run_config(plan, suite, source)
-    from mpbench.finetune import init_config, init_result_fields, init_run, spec_for
     spec = spec_for(suite, plan)
-    config.update(init_config(spec))  # where the weights start (nothing added: from scratch)
     if is_main() and not (run_dir / "config.json").exists():
         atomic_write_json(run_dir / "config.json", config)
 

@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
 
 def parse_args_tokens(tokens: list[str]) -> dict:
     """``['{"width": 32}']`` or ``['width=32', 'layers=[2,2,2,2]']`` -> dict."""
-    import yaml
+    from mpbench.config import parse_override
 
     if not tokens:
         return {}
@@ -55,13 +55,7 @@ def parse_args_tokens(tokens: list[str]) -> dict:
         return value
     out: dict[str, Any] = {}
     for token in tokens:
-        key, sep, raw = token.partition("=")
-        if not sep or not key:
-            raise UserError(f"--args: expected key=value, got '{token}'")
-        try:
-            out[key] = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError:
-            out[key] = raw
+        key, out[key] = parse_override(token, "--args")
     return out
 
 
