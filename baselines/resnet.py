@@ -48,7 +48,22 @@ def cifar_stem(in_chans: int, width: int) -> nn.Sequential:
                          nn.BatchNorm2d(width), nn.ReLU(inplace=True))
 
 
-class CifarResNet(nn.Module):
+class ClassifierNet(nn.Module):
+    """timm's classifier interface over ``forward_features``/``forward_head``, ``fc`` and
+    ``num_features``: what fine-tuning uses to swap the head."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes)
+
+
+class CifarResNet(ClassifierNet):
     """Stem, strided stages of timm blocks, global pooling, one linear classifier.
 
     ``block`` is a name in ``BLOCKS`` or any timm-style block class (``expansion``, the
@@ -89,15 +104,6 @@ class CifarResNet(nn.Module):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.drop(self.pool(x).flatten(1)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
 
 
 def create_attn_factory(name: str):

@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from mpbench.registry import Knob, register_model
 
-from .resnet import CifarResNet, init_weights
+from .resnet import CifarResNet, ClassifierNet, init_weights
 
 __all__ = ["PreActBlock", "WideResNet", "wide_resnet", "wide_resnet_postact", "stage_widths"]
 
@@ -62,7 +62,7 @@ def depth_to_blocks(depth: int) -> int:
     return (depth - 4) // 6
 
 
-class WideResNet(nn.Module):
+class WideResNet(ClassifierNet):
     """3x3 stem conv (16 channels), three stages of ``PreActBlock``, final BN-ReLU, pool, linear."""
 
     def __init__(self, depth: int = 28, widen_factor: float = 10, drop_rate: float = 0.3,
@@ -91,16 +91,6 @@ class WideResNet(nn.Module):
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.pool(x).flatten(1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
 
 
 def wide_resnet(depth: int = 28, widen_factor: float = 10, drop_rate: float = 0.3,
