@@ -449,11 +449,11 @@ def _header(rs: ResultSet, title: str, note: str) -> list[str]:
            ": " + ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s])),
         f"- **Recipe:** {describe_recipe(suite.get('recipe') or {})}",
         f"- **Seeds:** {', '.join(str(s) for s in suite.get('seeds', sorted({r['seed'] for r in rs.rows})))}",
-        f"- **Budgets:** " + (", ".join(f"{b:g}" for b in budgets) + " GMACs, matched within "
+        "- **Budgets:** " + (", ".join(f"{b:g}" for b in budgets) + " GMACs, matched within "
                                f"±{100 * suite.get('tolerance', 0.02):g}% (depth knobs: nearest depth)"
                                if budgets else "none (models as given)"),
         f"- **Complexity:** {MACS_CONVENTION}; input at the data set's image size",
-        f"- **Initialisation:** " + (
+        "- **Initialisation:** " + (
             "; ".join(sorted({f"{r['label']} from `{r['init']}` ({r['init_mode'] or 'init'})"
                               for r in rs.rows if r["init"]}))
             + ("; others from scratch" if any(not r["init"] for r in rs.rows) else "")

@@ -23,7 +23,6 @@ import fcntl
 import json
 import os
 import socket
-import sys
 import time
 import traceback
 from contextlib import contextmanager
@@ -42,7 +41,6 @@ RESULT_COLUMNS = [
     "deviation", "knob", "knob_value", "seed", "epochs", "top1", "top5", "train_time_s",
     "img_per_s", "status", "dataset", "device", "finished_at",
 ]
-FINAL_STATUSES = ("done", "diverged", "oom")  # a run with one of these is never trained again
 
 
 def run_config(plan: RunPlan, suite: Suite, source: str | None = None) -> dict:

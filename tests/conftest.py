@@ -27,11 +27,6 @@ def cifar10_jpg() -> Path:
     return SHARED_CIFAR10_JPG
 
 
-def write_suite(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
-
-
 TINY_SUITE = """\
 name: tiny
 dataset: {name: synthetic, num_classes: 4, num_train: 64, num_test: 32, image_size: 16}

@@ -1,5 +1,4 @@
 """Several `mpbench run` processes on one output directory share the work."""
-import json
 import os
 import subprocess
 import sys

@@ -25,17 +25,10 @@ def test_dry_run_lists_runs_and_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_run_ids_are_stable():
-    suite = load_suite_text(TINY_SUITE)
+def test_run_ids_are_stable(tmp_path):
+    (tmp_path / "s.yaml").write_text(TINY_SUITE)
+    suite = load_suite(tmp_path / "s.yaml")
     assert [p.run_id for p in plan_suite(suite)] == [p.run_id for p in plan_suite(suite)]
-
-
-def load_suite_text(text, tmp=None):
-    import tempfile
-    from pathlib import Path
-    d = Path(tmp or tempfile.mkdtemp())
-    (d / "s.yaml").write_text(text)
-    return load_suite(d / "s.yaml")
 
 
 def test_run_writes_layout_and_never_retrains(tmp_path, capsys):
