@@ -12,6 +12,7 @@ Layout of ``--out`` (default ``runs/<suite name>``)::
         result.json       final result; its presence means "never train this again"
         log.txt           what happened, including resumes and failures
         .lock             held (flock) by the process training it
+    .lock                 held briefly by whoever writes suite.json, plan.json or results.csv
 
 A run is claimed with a non-blocking ``flock`` on its ``.lock``: the kernel drops it when the
 holder dies, so a crashed worker never blocks a run, and several ``mpbench run`` processes
@@ -34,7 +35,8 @@ import torch
 
 from mpbench.config import Suite, SuiteError
 from mpbench.plan import RunPlan
-from mpbench.storage import atomic_write_json, atomic_write_text, read_json
+from mpbench.storage import (atomic_write_json, atomic_write_text, is_disk_full, read_json,
+                             remove_stale_temps)
 
 RESULT_COLUMNS = [
     "suite", "run_id", "model", "label", "family", "budget_gmacs", "gmacs", "params",
@@ -96,6 +98,22 @@ def claim(run_dir: Path) -> Iterator[bool]:
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Serialise the writers of the shared files in ``out`` (suite.json, plan.json,
+    results.csv). Held for milliseconds; it makes the last writer of ``results.csv`` also the
+    last reader of the result files, so no finished run is missing from it, and it lets the
+    holder clear temp files that a killed writer left behind."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        remove_stale_temps(out)
+        yield
+    finally:
+        os.close(fd)  # closing drops the flock
 
 
 def is_claimed(run_dir: Path) -> bool:
@@ -187,6 +205,8 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
                  f"{m['img_per_s']:.0f} img/s")
 
         history = list(resume["history"]) if resume else []
+        if resume is not None and is_main():  # a kill may have come between checkpoint and metrics
+            atomic_write_json(run_dir / "metrics.json", history, durable=False)
         try:
             res = train(model, data, suite.recipe, seed=seed, device=device,
                         checkpoint=run_dir / "checkpoint.pt", resume=resume, on_epoch=on_epoch,
@@ -202,15 +222,18 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
         except torch.cuda.OutOfMemoryError as exc:
             if is_distributed():
                 raise  # one rank's OOM: end the job (torchrun stops the others); resume later
-            note("out of memory")
+            note("out of memory; recorded as oom, tried again by the next `mpbench run`")
             row = result_row(config, "oom", history, 0.0, str(device), str(exc).split("\n")[0])
             break
     row.update(init_result_fields(run_dir))  # what the run started from, if not from scratch
     if world_size() > 1:
         row["world_size"] = world_size()
-    if is_main():
+    if is_main() and row["status"] == "oom":  # memory depends on the machine: not final
+        atomic_write_json(run_dir / "failure.json", row)
+    elif is_main():
         atomic_write_json(run_dir / "result.json", row)
         (run_dir / "failure.json").unlink(missing_ok=True)
+        _log(run_dir, f"finished: {row['status']}, top1 {row['top1']}")
     return row
 
 
@@ -229,14 +252,18 @@ def collect_results(out: Path) -> list[dict]:
 
 
 def write_results_csv(out: Path) -> Path:
-    """Rebuild ``results.csv`` from the result files: never a partial or duplicate row."""
+    """Rebuild ``results.csv`` from the result files: never a partial or duplicate row.
+
+    Under :func:`output_lock`, so that with several workers the last write saw every result.
+    """
     import pandas as pd
 
-    rows = collect_results(out)
-    extra = sorted({k for r in rows for k in r} - set(RESULT_COLUMNS))
-    frame = pd.DataFrame(rows, columns=RESULT_COLUMNS + extra)
-    path = out / "results.csv"
-    atomic_write_text(path, frame.to_csv(index=False))
+    with output_lock(out):
+        rows = collect_results(out)
+        extra = sorted({k for r in rows for k in r} - set(RESULT_COLUMNS))
+        frame = pd.DataFrame(rows, columns=RESULT_COLUMNS + extra)
+        path = out / "results.csv"
+        atomic_write_text(path, frame.to_csv(index=False))
     return path
 
 
@@ -248,18 +275,33 @@ def run_suite(suite: Suite, plans: list[RunPlan], out: Path, *, data_root=None,
     counts by outcome.
 
     Under ``torchrun`` every rank calls this; rank 0 takes the locks and writes, and the other
-    ranks follow its decisions (see :mod:`mpbench.distributed`).
+    ranks follow its decisions (see :mod:`mpbench.distributed`). A full disk stops the suite
+    with :class:`~mpbench.errors.DiskFull` (every later write would fail too).
     """
+    try:
+        return _run_suite(suite, plans, out, data_root=data_root, device=device,
+                          progress=progress, echo=echo, source=source, only=only)
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        from mpbench.errors import DiskFull
+        raise DiskFull(f"{exc.filename or out}: {exc.strerror}; free space and rerun the same "
+                       f"command (finished runs are kept, an interrupted run resumes from its "
+                       f"last complete checkpoint)") from exc
+
+
+def _run_suite(suite: Suite, plans: list[RunPlan], out: Path, *, data_root, device, progress,
+               echo, source, only) -> dict:
     from mpbench.data import load_dataset
     from mpbench.distributed import agree, is_distributed, is_main, main_first, setup
 
     dev = setup(device)  # resolve_device(device), joining torchrun's process group if any
     if not is_main():
         echo, progress = (lambda *_: None), False
-    out.mkdir(parents=True, exist_ok=True)
     if is_main():
-        atomic_write_json(out / "suite.json", suite.model_dump(mode="json"))
-        atomic_write_json(out / "plan.json", [p.as_dict() for p in plans])
+        with output_lock(out):
+            atomic_write_json(out / "suite.json", suite.model_dump(mode="json"))
+            atomic_write_json(out / "plan.json", [p.as_dict() for p in plans])
     only = None if only is None else set(only)
     counts = {"done": 0, "skipped": 0, "busy": 0, "diverged": 0, "oom": 0, "failed": 0}
     data = None
@@ -281,6 +323,8 @@ def run_suite(suite: Suite, plans: list[RunPlan], out: Path, *, data_root=None,
             if agree((run_dir / "result.json").exists()):  # finished while we waited for the lock
                 counts["skipped"] += 1
                 continue
+            if is_main() and remove_stale_temps(run_dir):
+                _log(run_dir, "removed the temp files of an interrupted write")
             if data is None:
                 data = main_first(lambda: load_dataset(suite.dataset, data_root))
             echo(f"{head}: {plan.model} {plan.gmacs:.4f} GMACs {plan.params / 1e6:.3f}M params "
@@ -288,8 +332,8 @@ def run_suite(suite: Suite, plans: list[RunPlan], out: Path, *, data_root=None,
             try:
                 row = execute_run(plan, suite, run_dir, data, dev, progress, echo, source)
             except Exception as exc:  # an unexpected failure: record, go on, retry next time
-                if not is_main():
-                    raise  # ranks cannot go on out of step: end the job (torchrun stops all)
+                if not is_main() or is_disk_full(exc):
+                    raise  # ranks cannot go on out of step (torchrun stops all); disk: stop
                 _log(run_dir, "failed:\n" + traceback.format_exc())
                 atomic_write_json(run_dir / "failure.json", result_row(
                     run_config(plan, suite, source), "failed", [], 0.0, str(dev),
@@ -300,6 +344,8 @@ def run_suite(suite: Suite, plans: list[RunPlan], out: Path, *, data_root=None,
                     raise
                 continue
             counts[row["status"]] += 1
+            if row["status"] == "oom" and dev.type == "cuda":
+                torch.cuda.empty_cache()  # hand the failed run's cached blocks to the next one
             if is_main():
                 write_results_csv(out)
             echo(f"{head}: {row['status']} top1 {row['top1'] if row['top1'] is not None else '-'} "
@@ -323,6 +369,9 @@ def suite_status(out: Path) -> list[dict]:
         if (run_dir / "result.json").exists():
             result = read_json(run_dir / "result.json")
             state, epoch, top1 = result["status"], result.get("epochs"), result.get("top1")
+        elif (run_dir / "failure.json").exists() and not is_claimed(run_dir):
+            failure = read_json(run_dir / "failure.json")  # tried again by the next run
+            state, epoch = failure["status"], failure.get("epochs")
         else:
             if (run_dir / "metrics.json").exists():
                 try:

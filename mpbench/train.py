@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from mpbench.config import Recipe
 from mpbench.data import Dataset
 from mpbench.loader import BatchLoader
-from mpbench.storage import atomic_torch_save
+from mpbench.storage import atomic_torch_save, previous, verify_torch_file
 
 
 class Diverged(RuntimeError):
@@ -235,9 +235,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, opt: torch.optim.Optimiz
     path = Path(path)
     state = {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
              "rng": rng_state(), "history": result.history, "train_time_s": result.train_time_s}
-    if path.exists():
-        path.replace(path.with_name(path.name + ".prev"))
-    atomic_torch_save(path, state)
+    atomic_torch_save(path, state, keep_previous=True)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -248,20 +246,31 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def load_checkpoint(path: str | Path, log: Callable[[str], None] = print) -> dict | None:
-    """Load the newest readable checkpoint (``path``, else ``path.prev``); None if neither.
+    """Load the newest intact checkpoint (``path``, else ``path.prev``); None if neither.
 
-    Loading uses ``weights_only=True``: a checkpoint cannot run code.
+    Intact means: every zip member matches its CRC-32 (truncation and flipped bits are caught
+    before loading) and the expected keys are there. Loading uses ``weights_only=True``: a
+    checkpoint cannot run code. Every fallback is reported through ``log``.
     """
     path = Path(path)
-    for candidate in (path, path.with_name(path.name + ".prev")):
+    prev = previous(path)
+    if not path.exists() and prev.exists():
+        log(f"checkpoint {path.name} missing (interrupted while saving?); trying {prev.name}")
+    tried = False
+    for candidate in (path, prev):
         if not candidate.exists():
             continue
+        tried = True
         try:
+            verify_torch_file(candidate)
             state = torch.load(candidate, map_location="cpu", weights_only=True)
             if not {"model", "optimizer", "epoch", "rng", "history"} <= set(state):
                 raise ValueError("missing keys")
+            if candidate == prev:
+                log(f"using {prev.name} (epoch {state['epoch']}): the newer checkpoint was lost")
             return state
-        except Exception as exc:  # truncated zip, bad pickle, missing keys: all mean unusable
-            log(f"checkpoint {candidate} unreadable ({type(exc).__name__}: {exc}); "
-                f"{'trying the previous one' if candidate == path else 'starting over'}")
+        except Exception as exc:  # truncated zip, bad CRC, bad pickle, missing keys: unusable
+            log(f"checkpoint {candidate} unreadable ({type(exc).__name__}: {exc})")
+    if tried:
+        log("no intact checkpoint left: starting over")
     return None

@@ -176,7 +176,8 @@ def test_torchrun_suite_rank0_writes_and_single_process_resumes_it(tmp_path, cap
     assert sorted(p.name for p in run_dir.iterdir()) == [
         ".lock", "checkpoint.pt", "checkpoint.pt.prev", "config.json", "log.txt",
         "metrics.json", "result.json"]
-    assert sorted(p.name for p in out.iterdir()) == ["plan.json", "results.csv", "runs", "suite.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "plan.json", "results.csv", "runs",
+                                                     "suite.json"]
     ddp_history = json.loads((run_dir / "metrics.json").read_text())
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 2 and not any(k.startswith("module.") for k in state["model"])

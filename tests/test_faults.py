@@ -1,0 +1,221 @@
+"""Fault tests of the suite runner: a process killed at each kind of write, a full disk,
+damaged checkpoints, divergence and out-of-memory. After a fault, rerunning the same command
+must finish every run exactly once, with the metrics of an uninterrupted run (CPU,
+deterministic) and a ``results.csv`` with one row per run."""
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from mpbench.cli import main
+from mpbench.storage import atomic_write_bytes
+from mpbench.train import load_checkpoint
+
+HERE = Path(__file__).parent
+RUN_IDS = ["cifar_resnet_tiny-s0", "cifar_resnet_tiny-s1"]
+SUITE = """\
+name: faults
+dataset: {name: synthetic, num_classes: 4, num_train: 256, num_test: 64, image_size: 16}
+recipe: {epochs: 3, batch_size: 32, eval_batch_size: 64, lr: 0.05, schedule: cosine, deterministic: true}
+seeds: [0, 1]
+models:
+  - {name: cifar_resnet_tiny, args: {width: 4}}
+"""
+
+
+def _mpbench(args, fault=None):
+    """The CLI in a fresh process (one thread, so runs are bit-identical across processes)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    prefix = [str(HERE / "fault_inject.py"), *map(str, fault)] if fault else ["-m", "mpbench"]
+    return subprocess.run([sys.executable, *prefix, *args], env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def _run_args(suite: Path, out: Path) -> list[str]:
+    return ["run", str(suite), "--out", str(out), "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """Per-epoch metrics of the uninterrupted suite."""
+    root = tmp_path_factory.mktemp("reference")
+    (root / "s.yaml").write_text(SUITE)
+    done = _mpbench(_run_args(root / "s.yaml", root / "o"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return {rid: _history(root / "o" / "runs" / rid) for rid in RUN_IDS}
+
+
+def _history(run_dir: Path) -> list[tuple]:
+    return [(h["epoch"], h["train_loss"], h["test_top1"])
+            for h in json.loads((run_dir / "metrics.json").read_text())]
+
+
+def _assert_complete_and_equal(out: Path, reference) -> None:
+    results = pd.read_csv(out / "results.csv")
+    assert sorted(results.run_id) == RUN_IDS  # one row per run: none missing, none twice
+    assert (results.status == "done").all() and (results.epochs == 3).all()
+    for rid in RUN_IDS:
+        run_dir = out / "runs" / rid
+        assert _history(run_dir) == reference[rid]
+        result = json.loads((run_dir / "result.json").read_text())
+        assert result["top1"] == reference[rid][-1][2]
+        log = (run_dir / "log.txt").read_text()
+        assert log.count("epoch 1/3") == 1, log  # never started over
+        assert log.count("finished: done") <= 1, log  # (a kill may fall between result and log)
+        assert not (run_dir / "failure.json").exists()
+    assert not list(out.rglob("*.tmp")), "temp files of the interrupted write were left behind"
+
+
+# (file, which write of it, how it fails, epoch the rerun resumes after: None = no resume)
+KILLS = [
+    ("checkpoint.pt", 2, "torn", 1),       # epoch 2 of s0: half-written temp file
+    ("checkpoint.pt", 2, "unrenamed", 1),  # .prev linked, the new one complete but not renamed
+    ("checkpoint.pt", 3, "renamed", 3),    # epoch 3 saved, metrics and result not yet
+    ("result.json", 1, "torn", 3),         # s0 trained, its result half-written
+    ("result.json", 1, "renamed", None),   # s0 finished, results.csv not yet rebuilt
+    ("results.csv", 1, "torn", None),
+    ("results.csv", 2, "unrenamed", None),  # after s1 finished
+]
+
+
+@pytest.mark.parametrize("name,nth,mode,resume_epoch", KILLS,
+                         ids=[f"{n}-{i}-{m}" for n, i, m, _ in KILLS])
+def test_sigkill_while_writing_then_rerun(tmp_path, reference, name, nth, mode, resume_epoch):
+    suite, out = tmp_path / "s.yaml", tmp_path / "o"
+    suite.write_text(SUITE)
+    killed = _mpbench(_run_args(suite, out), fault=(name, nth, mode))
+    assert killed.returncode == -9, killed.stdout + killed.stderr  # the fault did fire
+    if name != "results.csv":
+        assert not (out / "runs" / RUN_IDS[1] / "result.json").exists()
+
+    rerun = _mpbench(_run_args(suite, out))
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    log = (out / "runs" / RUN_IDS[0] / "log.txt").read_text()
+    if resume_epoch is None:
+        assert "resuming" not in log
+        if name == "result.json" or nth == 2:  # s0's result had landed: not trained again
+            assert f"{RUN_IDS[0]}: finished earlier, skipped" in rerun.stdout
+    else:
+        assert f"resuming after epoch {resume_epoch}" in log
+    if mode in ("torn", "unrenamed") and name != "results.csv":
+        assert "removed the temp files of an interrupted write" in log
+    _assert_complete_and_equal(out, reference)
+
+
+def test_disk_full_stops_with_one_line_and_resumes(tmp_path, reference):
+    suite, out = tmp_path / "s.yaml", tmp_path / "o"
+    suite.write_text(SUITE)
+    full = _mpbench(_run_args(suite, out), fault=("checkpoint.pt", 2, "enospc"))
+    assert full.returncode == 1, full.stdout + full.stderr
+    err = full.stderr.strip()
+    assert "Traceback" not in err and len(err.splitlines()) == 1, err
+    ckpt = out / "runs" / RUN_IDS[0] / "checkpoint.pt"
+    assert str(ckpt) in err and "No space left on device" in err and "rerun" in err
+    state = load_checkpoint(ckpt, log=pytest.fail)  # the last complete one is intact
+    assert state["epoch"] == 1
+    assert not list(out.rglob("*.tmp")) and not (out / "runs" / RUN_IDS[1]).exists()
+    assert not (ckpt.parent / "failure.json").exists()  # not a failure of the run itself
+
+    rerun = _mpbench(_run_args(suite, out))
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    _assert_complete_and_equal(out, reference)
+
+
+def _two_epoch_checkpoint(tmp_path):
+    from mpbench.config import Recipe
+    from mpbench.data import synthetic
+    from mpbench.registry import create_model
+    from mpbench.train import train
+
+    data = synthetic(num_classes=4, num_train=64, num_test=32, image_size=16)
+    train(create_model("cifar_resnet_tiny", width=4, num_classes=4), data,
+          Recipe(epochs=2, batch_size=32, lr=0.05), seed=0, checkpoint=tmp_path / "ck.pt",
+          progress=False)
+    return tmp_path / "ck.pt"
+
+
+def test_flipped_byte_in_checkpoint_is_detected(tmp_path):
+    """torch.load itself accepts a changed weight byte; the zip CRC check must not."""
+    ckpt = _two_epoch_checkpoint(tmp_path)
+    with zipfile.ZipFile(ckpt) as archive:  # the largest tensor's bytes
+        member = max(archive.infolist(), key=lambda i: i.file_size)
+    raw = bytearray(ckpt.read_bytes())
+    start = member.header_offset + 30 + len(member.filename.encode()) + len(member.extra)
+    raw[start + member.file_size // 2] ^= 0x01
+    ckpt.write_bytes(bytes(raw))
+    notes = []
+    state = load_checkpoint(ckpt, log=notes.append)
+    assert state["epoch"] == 1  # fell back to checkpoint.pt.prev
+    assert "unreadable" in notes[0] and "checksum" in notes[0] and "ck.pt.prev" in notes[1]
+
+
+def test_missing_checkpoint_falls_back_to_previous_and_says_so(tmp_path):
+    ckpt = _two_epoch_checkpoint(tmp_path)
+    ckpt.unlink()
+    notes = []
+    assert load_checkpoint(ckpt, log=notes.append)["epoch"] == 1
+    assert "missing" in notes[0]
+    ckpt.with_name("ck.pt.prev").write_bytes(b"PK\x03\x04")
+    assert load_checkpoint(ckpt, log=notes.append) is None and "starting over" in notes[-1]
+
+
+def test_keep_previous_never_leaves_the_name_missing(tmp_path):
+    path = tmp_path / "f.bin"
+    atomic_write_bytes(path, b"one", keep_previous=True)
+    atomic_write_bytes(path, b"two", keep_previous=True)
+    assert path.read_bytes() == b"two" and (tmp_path / "f.bin.prev").read_bytes() == b"one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin", "f.bin.prev"]
+
+
+def test_divergence_is_retried_then_recorded_and_reported(tmp_path, capsys):
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SUITE.replace("lr: 0.05", "lr: 1.0e+30, max_retries: 1")
+                     .replace("seeds: [0, 1]", "seeds: [0]"))
+    out = tmp_path / "o"
+    assert main(_run_args(suite, out)) == 0
+    log = (out / "runs" / RUN_IDS[0] / "log.txt").read_text()
+    assert "diverged" in log and "retry 1/1" in log and log.count("diverged:") == 2
+    result = json.loads((out / "runs" / RUN_IDS[0] / "result.json").read_text())
+    assert result["status"] == "diverged" and "loss became" in result["error"]
+    capsys.readouterr()
+    assert main(_run_args(suite, out)) == 0  # final: not trained again
+    assert "finished earlier, skipped" in capsys.readouterr().out
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    assert "1 diverged" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_out_of_memory_is_recorded_the_suite_goes_on_and_the_next_run_retries(
+        tmp_path, monkeypatch, capsys):
+    import mpbench.train
+
+    real_train = mpbench.train.train
+
+    def train_that_runs_out(model, data, recipe, *, seed, **kw):
+        if seed == 0:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB\n"
+                                              "(details)")
+        return real_train(model, data, recipe, seed=seed, **kw)
+
+    monkeypatch.setattr(mpbench.train, "train", train_that_runs_out)
+    suite, out = tmp_path / "s.yaml", tmp_path / "o"
+    suite.write_text(SUITE)
+    assert main(_run_args(suite, out)) == 0
+    results = pd.read_csv(out / "results.csv").set_index("run_id")
+    assert results.status.to_dict() == {RUN_IDS[0]: "oom", RUN_IDS[1]: "done"}
+    assert results.error[RUN_IDS[0]] == "CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    assert "1 done, 1 oom" in (tmp_path / "rep" / "report.md").read_text()
+    assert main(["status", str(out)]) == 0
+    assert "oom" in capsys.readouterr().out
+
+    monkeypatch.setattr(mpbench.train, "train", real_train)  # more memory next time
+    assert main(_run_args(suite, out)) == 0
+    results = pd.read_csv(out / "results.csv")
+    assert sorted(results.run_id) == RUN_IDS and (results.status == "done").all()
+    assert not (out / "runs" / RUN_IDS[0] / "failure.json").exists()
