@@ -40,7 +40,7 @@ from mpbench.bench import TrainStep, cycle_batches, machine_info, time_steps
 from mpbench.data import load_dataset, synthetic
 from mpbench.loader import BatchLoader
 from mpbench.registry import create_model
-from mpbench.train import autocast_for, resolve_device
+from mpbench.train import autocast_for, resolve_device, use_channels_last
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpg"
@@ -110,9 +110,9 @@ def main(argv=None) -> int:
     data, data_desc = load_data(a.data, a.synthetic)
     from mpbench.config import Recipe
     recipe = Recipe()
-    channels_last = a.channels_last == "on" or (a.channels_last == "auto" and device.type == "cuda")
     torch.manual_seed(0)
     model = create_model(a.model, num_classes=data.num_classes).to(device)
+    channels_last = use_channels_last(a.channels_last, model, device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
     model.train()

@@ -258,12 +258,13 @@ def _prepare(spec: ModelSpec, *, budget, batch_size, device, data, num_classes, 
     from mpbench.data import normalize
     from mpbench.loader import BatchLoader
     from mpbench.registry import get_entry
-    from mpbench.train import autocast_for
+    from mpbench.train import autocast_for, use_channels_last
 
     input_size = tuple(data.train_x.shape[1:])
     full, gmacs, params = _resolve(spec, budget, num_classes, input_size)
     torch.manual_seed(seed)
     model = get_entry(spec.name).fn(**full).to(device)
+    channels_last = use_channels_last(channels_last, model, device)  # as the trainer does
     if channels_last:
         model.to(memory_format=torch.channels_last)
     recipe = Recipe(amp=amp)
@@ -284,13 +285,10 @@ def _prepare(spec: ModelSpec, *, budget, batch_size, device, data, num_classes, 
 SPEC_OPTIONS = ("channels_last",)
 
 
-def _cl_choice(value, device: torch.device) -> bool:
-    """``channels_last`` as on/off/auto (YAML may have turned on/off into booleans)."""
-    if isinstance(value, bool):
-        return value
-    if value not in ("on", "off", "auto"):
-        raise UserError(f"channels_last must be on, off or auto, got {value!r}")
-    return value == "on" or (value == "auto" and device.type == "cuda")
+def _check_cl(value) -> None:
+    """Fail early on a bad ``channels_last`` value (resolved per model in :func:`_prepare`)."""
+    from mpbench.train import use_channels_last
+    use_channels_last(value, nn.Identity(), torch.device("cpu"))
 
 
 def _split_options(spec: ModelSpec) -> tuple[ModelSpec, dict]:
@@ -373,8 +371,8 @@ def bench_models(specs: Sequence[ModelSpec | str], *, batch_size: int = 128,
     ``data``: a :class:`mpbench.data.Dataset` to feed the end-to-end steps (default: a
     synthetic one of ``2 x batch_size`` images; the pipeline's cost does not depend on the
     pixel values). ``amp``/``channels_last`` as in a suite's recipe (``auto``: bf16 autocast
-    and channels_last on CUDA only). ``peak``: a matmul peak (GFLOP/s) measured earlier;
-    measured here when None. Each repeat runs ``warmup`` untimed steps then ``steps`` timed
+    and channels_last on CUDA only, as the trainer). ``peak``: a matmul peak
+    (GFLOP/s) measured earlier; measured here when None. Each repeat runs ``warmup`` untimed steps then ``steps`` timed
     steps per figure. ``interleave='step'`` alternates single calls across every figure of
     every model instead of timing blocks (see :func:`_step_repeat`): far steadier ratios on
     a loaded machine.
@@ -397,7 +395,7 @@ def bench_models(specs: Sequence[ModelSpec | str], *, batch_size: int = 128,
         data = _bench_data(batch_size, num_classes, input_size)
     if len(data.train_y) < batch_size:
         raise UserError(f"--batch-size {batch_size} is larger than the data ({len(data.train_y)} images)")
-    _cl_choice(channels_last, device)  # validate
+    _check_cl(channels_last)
     use_bf16 = amp == "bf16" or (amp == "auto" and device.type == "cuda")
     dtype = torch.bfloat16 if use_bf16 else torch.float32
 
@@ -409,7 +407,8 @@ def bench_models(specs: Sequence[ModelSpec | str], *, batch_size: int = 128,
     for spec in specs:
         say(f"building {spec.display}" + (f" at {budget:g} GMACs" if budget else ""))
         spec, opts = _split_options(spec)
-        use_cl = _cl_choice(opts.get("channels_last", channels_last), device)
+        use_cl = opts.get("channels_last", channels_last)
+        _check_cl(use_cl)
         prepared.append(_prepare(spec, budget=budget, batch_size=batch_size, device=device,
                                  data=data, num_classes=num_classes, seed=seed, amp=amp,
                                  channels_last=use_cl))
@@ -513,7 +512,8 @@ def profile_train_step(spec: ModelSpec | str, *, batch_size: int = 128, budget: 
     device = resolve_device(str(device))
     spec = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec)
     spec, opts = _split_options(spec)
-    use_cl = _cl_choice(opts.get("channels_last", channels_last), device)
+    use_cl = opts.get("channels_last", channels_last)
+    _check_cl(use_cl)
     data = _bench_data(batch_size, num_classes, tuple(int(v) for v in input_size))
     p = _prepare(spec, budget=budget, batch_size=batch_size, device=device, data=data,
                  num_classes=num_classes, seed=0, amp=amp, channels_last=use_cl)

@@ -55,7 +55,7 @@ class Recipe(_Strict):
     crop_padding: int = Field(4, ge=0)
     flip: bool = True
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 autocast on CUDA only
-    channels_last: Literal["auto", "on", "off"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on CUDA only
     deterministic: bool = False  # bit-reproducible kernels (slower on CUDA)
     max_retries: int = Field(0, ge=0)  # re-tries of a diverged run with a new seed offset
     # evaluate on the test set every N epochs (always after the last): CPU-sized suites

@@ -306,50 +306,58 @@ def _run_suite(suite: Suite, plans: list[RunPlan], out: Path, *, data_root, devi
     counts = {"done": 0, "skipped": 0, "busy": 0, "diverged": 0, "oom": 0, "failed": 0}
     data = None
     t_suite = time.perf_counter()
-    for i, plan in enumerate(plans, 1):
-        if only is not None and plan.run_id not in only:
-            continue
-        run_dir = out / "runs" / plan.run_id
-        head = f"[{i}/{len(plans)}] {plan.run_id}"
-        if agree((run_dir / "result.json").exists()):
-            counts["skipped"] += 1
-            echo(f"{head}: finished earlier, skipped")
-            continue
-        with claim_on_main(run_dir) as mine:
-            if not mine:
-                counts["busy"] += 1
-                echo(f"{head}: being trained by another process, skipped")
-                continue
-            if agree((run_dir / "result.json").exists()):  # finished while we waited for the lock
+    todo = [(i, p) for i, p in enumerate(plans, 1) if only is None or p.run_id in only]
+    for second_look in (False, True):  # runs busy on the first pass: their holder may have died
+        busy = []
+        for i, plan in todo:
+            run_dir = out / "runs" / plan.run_id
+            head = f"[{i}/{len(plans)}] {plan.run_id}"
+            if agree((run_dir / "result.json").exists()):
                 counts["skipped"] += 1
+                echo(f"{head}: finished " + ("by another process" if second_look else "earlier, skipped"))
                 continue
-            if is_main() and remove_stale_temps(run_dir):
-                _log(run_dir, "removed the temp files of an interrupted write")
-            if data is None:
-                data = main_first(lambda: load_dataset(suite.dataset, data_root))
-            echo(f"{head}: {plan.model} {plan.gmacs:.4f} GMACs {plan.params / 1e6:.3f}M params "
-                 f"on {dev}")
-            try:
-                row = execute_run(plan, suite, run_dir, data, dev, progress, echo, source)
-            except Exception as exc:  # an unexpected failure: record, go on, retry next time
-                if not is_main() or is_disk_full(exc):
-                    raise  # ranks cannot go on out of step (torchrun stops all); disk: stop
-                _log(run_dir, "failed:\n" + traceback.format_exc())
-                atomic_write_json(run_dir / "failure.json", result_row(
-                    run_config(plan, suite, source), "failed", [], 0.0, str(dev),
-                    f"{type(exc).__name__}: {exc}"))
-                echo(f"{head}: FAILED ({type(exc).__name__}: {exc}); see {run_dir / 'log.txt'}")
-                counts["failed"] += 1
-                if is_distributed():
-                    raise
-                continue
-            counts[row["status"]] += 1
-            if row["status"] == "oom" and dev.type == "cuda":
-                torch.cuda.empty_cache()  # hand the failed run's cached blocks to the next one
-            if is_main():
-                write_results_csv(out)
-            echo(f"{head}: {row['status']} top1 {row['top1'] if row['top1'] is not None else '-'} "
-                 f"in {row['train_time_s']:.0f}s")
+            with claim_on_main(run_dir) as mine:
+                if not mine:
+                    busy.append((i, plan))
+                    echo(f"{head}: " + ("still being trained by another process" if second_look else
+                                        "being trained by another process; will look again at the end"))
+                    continue
+                if agree((run_dir / "result.json").exists()):  # finished while we waited
+                    counts["skipped"] += 1
+                    continue
+                if second_look:
+                    echo(f"{head}: its other process let go of it; taking it over")
+                if is_main() and remove_stale_temps(run_dir):
+                    _log(run_dir, "removed the temp files of an interrupted write")
+                if data is None:
+                    data = main_first(lambda: load_dataset(suite.dataset, data_root))
+                echo(f"{head}: {plan.model} {plan.gmacs:.4f} GMACs {plan.params / 1e6:.3f}M params "
+                     f"on {dev}")
+                try:
+                    row = execute_run(plan, suite, run_dir, data, dev, progress, echo, source)
+                except Exception as exc:  # an unexpected failure: record, go on, retry next time
+                    if not is_main() or is_disk_full(exc):
+                        raise  # ranks cannot go on out of step (torchrun stops all); disk: stop
+                    _log(run_dir, "failed:\n" + traceback.format_exc())
+                    atomic_write_json(run_dir / "failure.json", result_row(
+                        run_config(plan, suite, source), "failed", [], 0.0, str(dev),
+                        f"{type(exc).__name__}: {exc}"))
+                    echo(f"{head}: FAILED ({type(exc).__name__}: {exc}); see {run_dir / 'log.txt'}")
+                    counts["failed"] += 1
+                    if is_distributed():
+                        raise
+                    continue
+                counts[row["status"]] += 1
+                if row["status"] == "oom" and dev.type == "cuda":
+                    torch.cuda.empty_cache()  # hand the failed run's cached blocks to the next
+                if is_main():
+                    write_results_csv(out)
+                echo(f"{head}: {row['status']} top1 "
+                     f"{row['top1'] if row['top1'] is not None else '-'} in {row['train_time_s']:.0f}s")
+        todo = busy
+        if not todo:
+            break
+    counts["busy"] = len(todo)
     if is_main():
         write_results_csv(out)
     counts["wall_s"] = time.perf_counter() - t_suite

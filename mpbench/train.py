@@ -94,6 +94,33 @@ class TrainResult:
         return self.history[-1] if self.history else {}
 
 
+def use_channels_last(setting: str | bool, model: nn.Module, device: torch.device) -> bool:
+    """Resolve a ``channels_last`` setting (on/off/auto, or a YAML boolean) for ``model``.
+
+    ``auto``: on CUDA only. On CPU, NHWC trained ResNet-20 1.2x faster here but was slower
+    for multi-path, SK and ensemble models, is not bit-reproducible, and torch 2.14's oneDNN
+    corrupts the heap in the backward pass of a strided 1x1 convolution with fewer than 8
+    input channels (BENCHMARKS.md §4); ``on`` is refused for such models on CPU.
+    """
+    if isinstance(setting, bool):
+        setting = "on" if setting else "off"
+    if setting not in ("on", "off", "auto"):
+        from mpbench.errors import UserError
+        raise UserError(f"channels_last must be on, off or auto, got {setting!r}")
+    if setting == "auto":
+        return device.type == "cuda"
+    if setting == "on" and device.type == "cpu":
+        bad = next((name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)
+                    and m.kernel_size == (1, 1) and max(m.stride) > 1
+                    and m.in_channels // m.groups < 8), None)
+        if bad is not None:
+            from mpbench.errors import UserError
+            raise UserError(f"channels_last: on: {bad} is a strided 1x1 convolution with fewer "
+                            f"than 8 input channels, whose channels_last backward crashes on "
+                            f"CPU (oneDNN, torch 2.14); use channels_last: off")
+    return setting == "on"
+
+
 def autocast_for(device: torch.device, recipe: Recipe):
     use_bf16 = recipe.amp == "bf16" or (recipe.amp == "auto" and device.type == "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
@@ -156,7 +183,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
     from mpbench.finetune import freeze_backbone, resize_batches
 
     device = torch.device(device)
-    channels_last = recipe.channels_last == "on" or (recipe.channels_last == "auto" and device.type == "cuda")
+    channels_last = use_channels_last(recipe.channels_last, model, device)
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)

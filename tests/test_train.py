@@ -81,3 +81,20 @@ def test_nan_loss_raises_diverged():
     data, model, recipe = _setup()
     with pytest.raises(Diverged):
         train(model, data, recipe.model_copy(update={"lr": 1e30}), seed=0, progress=False)
+
+
+def test_channels_last_is_resolved_per_device_and_refused_where_it_crashes():
+    from mpbench.errors import UserError
+    from mpbench.train import use_channels_last
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    wide = create_model("cifar_resnet20", num_classes=10)  # projections from 16 channels
+    narrow = create_model("cifar_resnet_tiny", width=4, num_classes=10)  # from 4 channels
+    assert use_channels_last("auto", wide, cuda) and not use_channels_last("auto", wide, cpu)
+    assert use_channels_last("on", wide, cpu) and use_channels_last(True, wide, cpu)
+    assert not use_channels_last("off", wide, cuda) and not use_channels_last("auto", narrow, cpu)
+    assert use_channels_last("on", narrow, cuda)
+    with pytest.raises(UserError, match="strided 1x1 convolution"):
+        use_channels_last("on", narrow, cpu)  # a heap corruption in oneDNN, not a slowdown
+    with pytest.raises(UserError, match="channels_last"):
+        use_channels_last("sometimes", wide, cpu)
