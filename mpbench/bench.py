@@ -113,6 +113,7 @@ class BenchResult:
     e2e_img_s_all: list[float] = field(default_factory=list)
     infer_img_s_all: list[float] = field(default_factory=list)
     peak_gflops_all: list[float] = field(default_factory=list)  # one sample per repeat (+1)
+    compiled: bool = False  # training forward under torch.compile (recipe.compile)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -172,11 +173,12 @@ class TrainStep:
     loss, zero_grad/backward/step); the learning rate stays fixed."""
 
     def __init__(self, model: nn.Module, device: torch.device, autocast_factory: Callable,
-                 lr: float = 0.01):
+                 lr: float = 0.01, compile: bool = False):
         from mpbench.config import Recipe
 
         recipe = Recipe()
         self.model, self.device = model, device
+        self.forward = torch.compile(model) if compile else model  # as recipe.compile does
         self.autocast_factory = autocast_factory
         self.smoothing = recipe.label_smoothing
         self.opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=recipe.momentum,
@@ -186,7 +188,7 @@ class TrainStep:
         from mpbench.train import loss_fn
 
         with self.autocast_factory():
-            out = self.model(x)
+            out = self.forward(x)
             loss = loss_fn(self.model, out, y, self.smoothing)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -253,7 +255,7 @@ def _resolve(spec: ModelSpec, budget: float | None, num_classes: int,
 
 
 def _prepare(spec: ModelSpec, *, budget, batch_size, device, data, num_classes, seed,
-             amp, channels_last) -> _Prepared:
+             amp, channels_last, compile: bool = False) -> _Prepared:
     from mpbench.config import Recipe
     from mpbench.data import normalize
     from mpbench.loader import BatchLoader
@@ -268,7 +270,7 @@ def _prepare(spec: ModelSpec, *, budget, batch_size, device, data, num_classes, 
     if channels_last:
         model.to(memory_format=torch.channels_last)
     recipe = Recipe(amp=amp)
-    step = TrainStep(model, device, lambda: autocast_for(device, recipe))
+    step = TrainStep(model, device, lambda: autocast_for(device, recipe), compile=compile)
     loader = BatchLoader(data.train_x, data.train_y, batch_size, train=True, seed=seed,
                          mean=data.mean, std=data.std, device=device,
                          channels_last=channels_last)
@@ -365,13 +367,16 @@ def bench_models(specs: Sequence[ModelSpec | str], *, batch_size: int = 128,
                  input_size: Sequence[int] = (3, 32, 32), data=None, seed: int = 0,
                  amp: str = "auto", channels_last: str = "auto", peak: float | None = None,
                  peak_n: int | None = None, interleave: str = "block",
-                 progress: Callable[[str], None] | None = None) -> list[BenchResult]:
+                 progress: Callable[[str], None] | None = None,
+                 compile: bool = False) -> list[BenchResult]:
     """Benchmark every model, repeats interleaved across models (see the module docstring).
 
     ``data``: a :class:`mpbench.data.Dataset` to feed the end-to-end steps (default: a
     synthetic one of ``2 x batch_size`` images; the pipeline's cost does not depend on the
     pixel values). ``amp``/``channels_last`` as in a suite's recipe (``auto``: bf16 autocast
-    and channels_last on CUDA only, as the trainer). ``peak``: a matmul peak
+    and channels_last on CUDA only, as the trainer); ``compile``: the training forward under
+    ``torch.compile``, as ``recipe.compile`` (warm-up steps absorb the compilation; raise
+    ``warmup`` if a model recompiles). ``peak``: a matmul peak
     (GFLOP/s) measured earlier; measured here when None. Each repeat runs ``warmup`` untimed steps then ``steps`` timed
     steps per figure. ``interleave='step'`` alternates single calls across every figure of
     every model instead of timing blocks (see :func:`_step_repeat`): far steadier ratios on
@@ -411,7 +416,7 @@ def bench_models(specs: Sequence[ModelSpec | str], *, batch_size: int = 128,
         _check_cl(use_cl)
         prepared.append(_prepare(spec, budget=budget, batch_size=batch_size, device=device,
                                  data=data, num_classes=num_classes, seed=seed, amp=amp,
-                                 channels_last=use_cl))
+                                 channels_last=use_cl, compile=compile))
     mm = None
     if peak is None:
         say(f"measuring the {str(dtype).removeprefix('torch.')} matmul peak, interleaved with the models")
@@ -447,6 +452,7 @@ def bench_models(specs: Sequence[ModelSpec | str], *, batch_size: int = 128,
             train_gflops=train_gf, e2e_gflops=med["e2e"] * p.gmacs * 2 * 3,
             infer_gflops=infer_gf, peak_gflops=peak, train_mfu=train_gf / peak,
             infer_mfu=infer_gf / peak, pipeline_overhead=1 - med["e2e"] / med["train"],
+            compiled=compile,
             loader_ms=1e3 / med["loader"] * batch_size,
             loader_share=med["train"] / (med["train"] + med["loader"]),
             steps=steps, repeats=repeats, warmup=warmup, threads=torch.get_num_threads(),

@@ -57,6 +57,9 @@ class Recipe(_Strict):
     amp: Literal["auto", "bf16", "off"] = "auto"  # auto: bf16 autocast on CUDA only
     channels_last: Literal["auto", "on", "off"] = "auto"  # auto: on CUDA only
     deterministic: bool = False  # bit-reproducible kernels (slower on CUDA)
+    # torch.compile the training forward (MACs are always counted on the uncompiled model);
+    # off by default: minutes of compilation per run, and not every model compiles
+    compile: bool = False
     max_retries: int = Field(0, ge=0)  # re-tries of a diverged run with a new seed offset
     # evaluate on the test set every N epochs (always after the last): CPU-sized suites
     eval_every: int = Field(1, ge=1)
@@ -71,7 +74,7 @@ class Recipe(_Strict):
         # fine-tuning fields at their defaults are left out, so run configs written before
         # they existed keep the same recipe fingerprint (runs.check_existing)
         return _drop_defaults(handler(self), {"freeze_backbone_epochs": 0, "input_size": None,
-                                             "eval_every": 1})
+                                             "eval_every": 1, "compile": False})
 
     @model_validator(mode="after")
     def _milestones_fit(self):

@@ -208,6 +208,8 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
     autocast = autocast_for(device, recipe)
     from mpbench import distributed as ddp
     net = ddp.wrap_ddp(model, device)  # ``model`` itself unless under torchrun
+    if recipe.compile:  # training forward only; evaluation and checkpoints use ``model``
+        net = torch.compile(net)
 
     for epoch in range(start, recipe.epochs):
         model.train()

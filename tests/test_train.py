@@ -98,3 +98,30 @@ def test_channels_last_is_resolved_per_device_and_refused_where_it_crashes():
         use_channels_last("on", narrow, cpu)  # a heap corruption in oneDNN, not a slowdown
     with pytest.raises(UserError, match="channels_last"):
         use_channels_last("sometimes", wide, cpu)
+
+
+def test_recipe_compile_wraps_the_training_forward_only(tmp_path, monkeypatch):
+    compiled = []
+
+    def fake_compile(module, **kw):  # stands in for torch.compile: records what it got
+        compiled.append(module)
+        return module
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    data, model, recipe = _setup()
+    train(model, data, recipe.model_copy(update={"epochs": 1, "compile": True}), seed=0,
+          checkpoint=tmp_path / "ck.pt", progress=False)
+    assert compiled == [model]
+    state = load_checkpoint(tmp_path / "ck.pt")
+    assert set(state["model"]) == set(model.state_dict())  # no _orig_mod. prefix
+    assert "compile" not in Recipe().model_dump()  # off: old run fingerprints unchanged
+    assert Recipe(compile=True).model_dump()["compile"] is True
+
+
+@pytest.mark.slow
+def test_compiled_training_runs_and_learns():
+    data = synthetic(num_classes=4, num_train=256, num_test=64, image_size=16)
+    model = create_model("cifar_resnet_tiny", width=8, num_classes=4)
+    res = train(model, data, Recipe(epochs=3, batch_size=32, lr=0.05, schedule="cosine",
+                                    compile=True), seed=0, progress=False)
+    assert res.history[-1]["test_top1"] > 50  # chance is 25

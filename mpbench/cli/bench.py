@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
                    help="bf16 autocast (auto: on CUDA only, as the trainer)")
     p.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
                    help="channels_last memory format (auto: on CUDA only, as the trainer)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training forward, as recipe.compile (compilation "
+                        "happens in the warm-up steps)")
     p.add_argument("--peak-size", type=int, default=None, metavar="N",
                    help="matrix size of the matmul-peak measurement (default 2048 CPU, 8192 CUDA)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads first")
@@ -67,7 +70,7 @@ def run(args) -> int:
                            steps=args.steps, repeats=args.repeats, warmup=args.warmup,
                            device=args.device, num_classes=args.classes, amp=args.amp,
                            channels_last=args.channels_last, peak_n=args.peak_size,
-                           interleave=args.interleave,
+                           interleave=args.interleave, compile=args.compile,
                            progress=say)
     machine = machine_info(results[0].device)
     if args.json:
