@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,15 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CIFAR10_JPG = REPO.parent / "shared" / "data" / "cifar10-jpg"
+
+
+def python_process(*argv, **popen_kw) -> subprocess.Popen:
+    """``python *argv`` in a fresh process with one OpenMP thread, so that runs of one suite in
+    different processes are bit-identical. Output: text, stderr merged into stdout unless
+    ``popen_kw`` says otherwise."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    kw = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) | popen_kw
+    return subprocess.Popen([sys.executable, *map(str, argv)], env=env, **kw)
 
 # Two cores are shared by the test process and any subprocess it starts.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -1,11 +1,12 @@
 """Several `mpbench run` processes on one output directory share the work."""
-import os
 import subprocess
 import sys
 
 import pandas as pd
 
 from mpbench.runs import claim, is_claimed
+
+from conftest import python_process
 
 SUITE = """\
 name: shared
@@ -50,10 +51,8 @@ def test_two_workers_train_each_run_once(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text(SUITE)
     out = tmp_path / "o"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "mpbench", "run", str(path), "--out", str(out), "--no-progress"]
-    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) for _ in range(2)]
+    procs = [python_process("-m", "mpbench", "run", path, "--out", out, "--no-progress")
+             for _ in range(2)]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     results = pd.read_csv(out / "results.csv")

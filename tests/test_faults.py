@@ -3,9 +3,7 @@ damaged checkpoints, divergence and out-of-memory. After a fault, rerunning the 
 must finish every run exactly once, with the metrics of an uninterrupted run (CPU,
 deterministic) and a ``results.csv`` with one row per run."""
 import json
-import os
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -16,6 +14,8 @@ import torch
 from mpbench.cli import main
 from mpbench.storage import atomic_write_bytes
 from mpbench.train import load_checkpoint
+
+from conftest import python_process
 
 HERE = Path(__file__).parent
 RUN_IDS = ["cifar_resnet_tiny-s0", "cifar_resnet_tiny-s1"]
@@ -29,12 +29,12 @@ models:
 """
 
 
-def _mpbench(args, fault=None):
-    """The CLI in a fresh process (one thread, so runs are bit-identical across processes)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    prefix = [str(HERE / "fault_inject.py"), *map(str, fault)] if fault else ["-m", "mpbench"]
-    return subprocess.run([sys.executable, *prefix, *args], env=env, capture_output=True,
-                          text=True, timeout=300)
+def _mpbench(args, fault=None) -> subprocess.CompletedProcess:
+    """The CLI in a fresh process, with ``fault`` = (file, n, mode) injected if given."""
+    prefix = [HERE / "fault_inject.py", *fault] if fault else ["-m", "mpbench"]
+    proc = python_process(*prefix, *args, stderr=subprocess.PIPE)
+    out, err = proc.communicate(timeout=300)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def _run_args(suite: Path, out: Path) -> list[str]:

@@ -1,9 +1,6 @@
 """The suite runner end to end: stable ids, skip finished runs, resume after SIGKILL."""
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pandas as pd
@@ -13,7 +10,7 @@ from mpbench.config import load_suite
 from mpbench.plan import plan_suite
 from mpbench.runs import RESULT_COLUMNS, suite_status
 
-from conftest import TINY_SUITE
+from conftest import TINY_SUITE, python_process
 
 
 def test_dry_run_lists_runs_and_writes_nothing(tmp_path, capsys):
@@ -72,9 +69,7 @@ models:
 
 
 def _mpbench(*args, **kw):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "mpbench", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return python_process("-m", "mpbench", *args, **kw)
 
 
 def test_sigkill_mid_epoch_then_rerun_resumes(tmp_path):
