@@ -287,12 +287,6 @@ def _prepare(spec: ModelSpec, *, budget, batch_size, device, data, num_classes, 
 SPEC_OPTIONS = ("channels_last",)
 
 
-def _check_cl(value) -> None:
-    """Fail early on a bad ``channels_last`` value (resolved per model in :func:`_prepare`)."""
-    from mpbench.train import use_channels_last
-    use_channels_last(value, nn.Identity(), torch.device("cpu"))
-
-
 def _split_options(spec: ModelSpec) -> tuple[ModelSpec, dict]:
     opts = {k: spec.args[k] for k in SPEC_OPTIONS if k in spec.args}
     if not opts:
@@ -376,15 +370,15 @@ def bench_models(specs: Sequence[ModelSpec | str], *, batch_size: int = 128,
     pixel values). ``amp``/``channels_last`` as in a suite's recipe (``auto``: bf16 autocast
     and channels_last on CUDA only, as the trainer); ``compile``: the training forward under
     ``torch.compile``, as ``recipe.compile`` (warm-up steps absorb the compilation; raise
-    ``warmup`` if a model recompiles). ``peak``: a matmul peak
-    (GFLOP/s) measured earlier; measured here when None. Each repeat runs ``warmup`` untimed steps then ``steps`` timed
+    ``warmup`` if a model recompiles). ``peak``: a matmul peak (GFLOP/s) measured earlier;
+    measured here when None. Each repeat runs ``warmup`` untimed steps then ``steps`` timed
     steps per figure. ``interleave='step'`` alternates single calls across every figure of
     every model instead of timing blocks (see :func:`_step_repeat`): far steadier ratios on
     a loaded machine.
     """
     if interleave not in ("block", "step"):
         raise UserError(f"interleave must be block or step, got {interleave!r}")
-    from mpbench.train import resolve_device
+    from mpbench.train import channels_last_setting, resolve_device
 
     if batch_size < 1 or steps < 1 or repeats < 1 or warmup < 0:
         raise UserError("need --batch-size, --steps, --repeats >= 1 and --warmup >= 0")
@@ -400,20 +394,20 @@ def bench_models(specs: Sequence[ModelSpec | str], *, batch_size: int = 128,
         data = _bench_data(batch_size, num_classes, input_size)
     if len(data.train_y) < batch_size:
         raise UserError(f"--batch-size {batch_size} is larger than the data ({len(data.train_y)} images)")
-    _check_cl(channels_last)
     use_bf16 = amp == "bf16" or (amp == "auto" and device.type == "cuda")
     dtype = torch.bfloat16 if use_bf16 else torch.float32
 
     from mpbench.registry import get_entry
 
-    for spec in specs:  # unknown names fail before anything is built or printed
+    channels_last_setting(channels_last)
+    for spec in specs:  # unknown names and bad options fail before anything is built or printed
         get_entry(spec.name)
+        channels_last_setting(_split_options(spec)[1].get("channels_last", channels_last))
     prepared = []
     for spec in specs:
         say(f"building {spec.display}" + (f" at {budget:g} GMACs" if budget else ""))
         spec, opts = _split_options(spec)
         use_cl = opts.get("channels_last", channels_last)
-        _check_cl(use_cl)
         prepared.append(_prepare(spec, budget=budget, batch_size=batch_size, device=device,
                                  data=data, num_classes=num_classes, seed=seed, amp=amp,
                                  channels_last=use_cl, compile=compile))
@@ -513,13 +507,12 @@ def profile_train_step(spec: ModelSpec | str, *, batch_size: int = 128, budget: 
     after one untimed step."""
     from torch.profiler import ProfilerActivity, profile
 
-    from mpbench.train import resolve_device
+    from mpbench.train import channels_last_setting, resolve_device
 
     device = resolve_device(str(device))
     spec = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec)
     spec, opts = _split_options(spec)
-    use_cl = opts.get("channels_last", channels_last)
-    _check_cl(use_cl)
+    use_cl = channels_last_setting(opts.get("channels_last", channels_last))
     data = _bench_data(batch_size, num_classes, tuple(int(v) for v in input_size))
     p = _prepare(spec, budget=budget, batch_size=batch_size, device=device, data=data,
                  num_classes=num_classes, seed=0, amp=amp, channels_last=use_cl)

@@ -94,19 +94,25 @@ class TrainResult:
         return self.history[-1] if self.history else {}
 
 
+def channels_last_setting(value: str | bool) -> str:
+    """``value`` as on/off/auto (YAML turns a bare on/off into a boolean); UserError if not."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value not in ("on", "off", "auto"):
+        from mpbench.errors import UserError
+        raise UserError(f"channels_last must be on, off or auto, got {value!r}")
+    return value
+
+
 def use_channels_last(setting: str | bool, model: nn.Module, device: torch.device) -> bool:
     """Resolve a ``channels_last`` setting (on/off/auto, or a YAML boolean) for ``model``.
 
     ``auto``: on CUDA only. On CPU, NHWC trained ResNet-20 1.2x faster here but was slower
     for multi-path, SK and ensemble models, is not bit-reproducible, and torch 2.14's oneDNN
     corrupts the heap in the backward pass of a strided 1x1 convolution with fewer than 8
-    input channels (BENCHMARKS.md §4); ``on`` is refused for such models on CPU.
+    input channels (BENCHMARKS.md §0); ``on`` is refused for such models on CPU.
     """
-    if isinstance(setting, bool):
-        setting = "on" if setting else "off"
-    if setting not in ("on", "off", "auto"):
-        from mpbench.errors import UserError
-        raise UserError(f"channels_last must be on, off or auto, got {setting!r}")
+    setting = channels_last_setting(setting)
     if setting == "auto":
         return device.type == "cuda"
     if setting == "on" and device.type == "cpu":
@@ -285,11 +291,9 @@ def load_checkpoint(path: str | Path, log: Callable[[str], None] = print) -> dic
     prev = previous(path)
     if not path.exists() and prev.exists():
         log(f"checkpoint {path.name} missing (interrupted while saving?); trying {prev.name}")
-    tried = False
     for candidate in (path, prev):
         if not candidate.exists():
             continue
-        tried = True
         try:
             verify_torch_file(candidate)
             state = torch.load(candidate, map_location="cpu", weights_only=True)
@@ -300,6 +304,6 @@ def load_checkpoint(path: str | Path, log: Callable[[str], None] = print) -> dic
             return state
         except Exception as exc:  # truncated zip, bad CRC, bad pickle, missing keys: unusable
             log(f"checkpoint {candidate} unreadable ({type(exc).__name__}: {exc})")
-    if tried:
+    if path.exists() or prev.exists():  # there were checkpoints, none of them usable
         log("no intact checkpoint left: starting over")
     return None
