@@ -35,7 +35,7 @@ def main() -> None:
 
     t0, c0 = time.perf_counter(), time.process_time()
     from mpbench import complexity
-    from mpbench.matching import BudgetError, match_budget
+    from mpbench.complexity.matching import BudgetError, match_budget
     from mpbench.registry import list_models
 
     complexity.count_model("cifar_resnet20")  # imports, first trace, oneDNN warm-up
@@ -59,8 +59,8 @@ def main() -> None:
             warm = time.perf_counter() - t
             rows.append(dict(model=name, budget=budget, wall_s=round(wall, 2),
                              cpu_s=round(cpu, 2), warm_ms=round(warm * 1e3, 3),
-                             estimates=len(complexity._ESTIMATE_CACHE),
-                             fvcore_counts=len(complexity._COUNT_CACHE),
+                             estimates=len(complexity.counting._ESTIMATE_CACHE),
+                             fvcore_counts=len(complexity.counting._COUNT_CACHE),
                              knob=f"{result.knob}={result.knob_value}",
                              gmacs=round(result.gmacs, 4),
                              deviation=round(result.deviation, 4), status=status))

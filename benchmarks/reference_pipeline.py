@@ -4,9 +4,9 @@ The reference is what most CIFAR training scripts do: a Dataset that turns each 
 image into a PIL image (as ``torchvision.datasets.CIFAR10`` does), per-image
 ``RandomCrop(32, padding=4)``, ``RandomHorizontalFlip``, ``ToTensor``, ``Normalize``, and a
 ``DataLoader`` with ``num_workers`` worker processes collating batches. mpbench's is
-:class:`mpbench.loader.BatchLoader`: the uint8 data set on the device, whole-batch crop, flip
+:class:`mpbench.data.loader.BatchLoader`: the uint8 data set on the device, whole-batch crop, flip
 and normalise. Both feed the same model (one instance, so the compute is identical) through
-the same SGD step as :func:`mpbench.train.train`, in one process, with the repeats
+the same SGD step as :func:`mpbench.training.trainer.train`, in one process, with the repeats
 interleaved (the order rotates each repeat) so that load from other processes hits every
 pipeline alike.
 
@@ -38,9 +38,9 @@ import torch
 
 from mpbench.bench import TrainStep, cycle_batches, machine_info, time_steps
 from mpbench.data import load_dataset, synthetic
-from mpbench.loader import BatchLoader
+from mpbench.data.loader import BatchLoader
 from mpbench.registry import create_model
-from mpbench.train import autocast_for, resolve_device, use_channels_last
+from mpbench.training.device import autocast_for, resolve_device, use_channels_last
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "cifar10-jpg"

@@ -63,7 +63,7 @@ class Recipe(_Strict):
     max_retries: int = Field(0, ge=0)  # re-tries of a diverged run with a new seed offset
     # evaluate on the test set every N epochs (always after the last): CPU-sized suites
     eval_every: int = Field(1, ge=1)
-    # fine-tuning (mpbench.finetune): train only the classifier (backbone frozen, BN in eval
+    # fine-tuning (mpbench.training.init): train only the classifier (backbone frozen, BN in eval
     # mode) for the first N epochs; resize every batch on the device to input_size² (e.g. 224
     # for ImageNet-pretrained weights; None: the data set's size)
     freeze_backbone_epochs: int = Field(0, ge=0)
@@ -90,7 +90,7 @@ class ModelSpec(_Strict):
     args: dict[str, Any] = Field(default_factory=dict)
     label: str | None = None  # how the model appears in results; default: its name
     match: bool = True        # match each suite budget (False: build as given)
-    # start from weights (mpbench.finetune): a checkpoint file (.pt/.pth/.safetensors), a
+    # start from weights (mpbench.training.init): a checkpoint file (.pt/.pth/.safetensors), a
     # finished run directory, or timm:<name> (pretrained, needs the hub or its cache)
     init: str | None = None
     init_mode: Literal["finetune", "upcycle"] = "finetune"  # upcycle: single path -> mp_resnet

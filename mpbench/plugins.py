@@ -37,7 +37,7 @@ from typing import Sequence
 
 from mpbench.errors import UserError
 
-__all__ = ["load_plugins", "load_entry_points", "ENTRY_POINT_GROUP"]
+__all__ = ["load_plugins", "load_run_plugins", "load_entry_points", "ENTRY_POINT_GROUP"]
 
 ENTRY_POINT_GROUP = "mpbench.models"
 
@@ -67,6 +67,13 @@ def load_plugins(names: Sequence[str], source: str = "<suite>",
                             f"{_one_line(exc)}") from exc
         modules.append(module)
     return modules
+
+
+def load_run_plugins(config: dict) -> None:
+    """The plugin modules a stored run's ``config.json`` was trained with, so that its model
+    can be rebuilt (reports, analysis, upcycling from a run directory)."""
+    if config.get("plugins"):
+        load_plugins(config["plugins"], config.get("suite_file") or "<run config>")
 
 
 def load_entry_points(group: str = ENTRY_POINT_GROUP) -> list[str]:

@@ -155,9 +155,9 @@ def list_families() -> list[str]:
 
 
 def _ensure_builtin() -> None:
-    """Import the built-in model modules so their decorators have run."""
-    import mpbench.models  # noqa: F401
-    import mpbench.baselines  # noqa: F401
+    """Load installed packages' entry-point models. The built-in ones registered themselves
+    when ``mpbench`` was imported (``mpbench/__init__.py`` imports ``models`` and
+    ``baselines``, as timm's does): this module, a leaf, never imports a model module."""
     from mpbench.plugins import load_entry_points
 
     load_entry_points()

@@ -8,7 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mpbench.complexity import count_model
-from mpbench.matching import match_budget
+from mpbench.complexity.matching import match_budget
 from mpbench.registry import create_model, get_entry, list_families, list_models
 
 FAMILIES = ("resnet", "resnet4", "wrn", "wrn_postact", "resnext", "se_resnet", "sk_resnet",
@@ -150,7 +150,7 @@ def test_ensemble_averages_probabilities_and_sums_member_losses():
 
     model.train()
     out = model(x)
-    from mpbench.train import loss_fn
+    from mpbench.training.trainer import loss_fn
     loss = loss_fn(model, out, y, 0.1)
     expected = sum(F.cross_entropy(z, y, label_smoothing=0.1) for z in model.member_logits)
     assert torch.allclose(loss, expected)

@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from mpbench.bench import BenchResult, ModelSpec, bench_model, bench_models, matmul_peak, parse_model_spec
+from mpbench.bench.throughput import BenchResult, ModelSpec, bench_model, bench_models, matmul_peak, parse_model_spec
 from mpbench.cli import main
 
 FAST = dict(batch_size=4, steps=1, repeats=1, warmup=0, peak_n=64, device="cpu")
@@ -56,7 +56,7 @@ def test_bench_interleaves_several_models_and_variants():
 
 
 def test_budget_matches_the_model_first():
-    from mpbench.matching import match_budget
+    from mpbench.complexity.matching import match_budget
 
     budget = 0.0072  # about twice cifar_resnet_tiny's default (width 8: 0.00334 GMACs)
     r = bench_model("cifar_resnet_tiny", budget=budget, **FAST)

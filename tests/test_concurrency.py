@@ -4,7 +4,7 @@ import sys
 
 import pandas as pd
 
-from mpbench.runs import claim, is_claimed
+from mpbench.suite.runner import claim, is_claimed
 
 from conftest import python_process
 
@@ -29,7 +29,7 @@ def test_claim_is_exclusive_and_released(tmp_path):
 
 def _hold(run_dir):
     """Another process that claims ``run_dir`` and keeps it until killed."""
-    code = ("import sys; from mpbench.runs import claim\n"
+    code = ("import sys; from mpbench.suite.runner import claim\n"
             f"c = claim(__import__('pathlib').Path({str(run_dir)!r})); c.__enter__(); "
             "print('held', flush=True); sys.stdin.read()")
     proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
@@ -66,8 +66,8 @@ def test_two_workers_train_each_run_once(tmp_path):
 
 def test_a_run_whose_worker_died_is_taken_over_at_the_end(tmp_path):
     from mpbench.config import load_suite
-    from mpbench.plan import plan_suite
-    from mpbench.runs import run_suite
+    from mpbench.suite.plan import plan_suite
+    from mpbench.suite.runner import run_suite
 
     path, out = tmp_path / "s.yaml", tmp_path / "o"
     path.write_text(SUITE.replace("seeds: [0, 1, 2]", "seeds: [0, 1]"))
@@ -90,8 +90,8 @@ def test_a_run_whose_worker_died_is_taken_over_at_the_end(tmp_path):
 
 def test_a_run_held_by_a_live_worker_stays_busy(tmp_path):
     from mpbench.config import load_suite
-    from mpbench.plan import plan_suite
-    from mpbench.runs import run_suite
+    from mpbench.suite.plan import plan_suite
+    from mpbench.suite.runner import run_suite
 
     path, out = tmp_path / "s.yaml", tmp_path / "o"
     path.write_text(SUITE.replace("seeds: [0, 1, 2]", "seeds: [0]"))

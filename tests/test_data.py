@@ -95,7 +95,7 @@ def test_image_folder_decoded_once_and_cached(tmp_path, monkeypatch):
     assert d.train_y.tolist() == [0, 0, 0, 1, 1, 1]
     assert np.array_equal(d.test_x[2].permute(1, 2, 0).numpy(), pixels[("test", "dog", 0)])
     # second load must come from the cache: make decoding impossible and load again
-    monkeypatch.setattr("mpbench.data._decode", lambda data: (_ for _ in ()).throw(AssertionError))
+    monkeypatch.setattr("mpbench.data.datasets._decode", lambda data: (_ for _ in ()).throw(AssertionError))
     d2 = load_dataset({"name": "imagefolder"}, tmp_path / "imgs")
     assert torch.equal(d.train_x, d2.train_x)
 

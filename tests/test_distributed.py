@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from mpbench.config import Recipe
 from mpbench.data import synthetic
-from mpbench.loader import BatchLoader
+from mpbench.data.loader import BatchLoader
 
 from conftest import TINY_SUITE
 
@@ -74,8 +74,8 @@ def _worker(rank: int, world: int, port: int, tmp: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
-    from mpbench import distributed
-    from mpbench.train import load_checkpoint, seed_everything, train
+    from mpbench.training import distributed
+    from mpbench.training.trainer import load_checkpoint, seed_everything, train
 
     tmp = Path(tmp)
     assert distributed.setup("cpu") == torch.device("cpu") and distributed.world_size() == world
@@ -110,7 +110,7 @@ def test_ddp_two_gloo_processes_match_one_process(tmp_path):
 
     import torch.multiprocessing as mp
 
-    from mpbench.train import evaluate, load_checkpoint, make_loaders, seed_everything, train
+    from mpbench.training.trainer import evaluate, load_checkpoint, make_loaders, seed_everything, train
 
     torch.set_num_threads(1)
     seed_everything(0, True)

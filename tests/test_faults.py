@@ -13,7 +13,7 @@ import torch
 
 from mpbench.cli import main
 from mpbench.storage import atomic_write_bytes
-from mpbench.train import load_checkpoint
+from mpbench.training.trainer import load_checkpoint
 
 from conftest import python_process
 
@@ -131,7 +131,7 @@ def _two_epoch_checkpoint(tmp_path):
     from mpbench.config import Recipe
     from mpbench.data import synthetic
     from mpbench.registry import create_model
-    from mpbench.train import train
+    from mpbench.training.trainer import train
 
     data = synthetic(num_classes=4, num_train=64, num_test=32, image_size=16)
     train(create_model("cifar_resnet_tiny", width=4, num_classes=4), data,
@@ -192,9 +192,9 @@ def test_divergence_is_retried_then_recorded_and_reported(tmp_path, capsys):
 
 def test_out_of_memory_is_recorded_the_suite_goes_on_and_the_next_run_retries(
         tmp_path, monkeypatch, capsys):
-    import mpbench.train
+    import mpbench.training.trainer
 
-    real_train = mpbench.train.train
+    real_train = mpbench.training.trainer.train
 
     def train_that_runs_out(model, data, recipe, *, seed, **kw):
         if seed == 0:
@@ -202,7 +202,7 @@ def test_out_of_memory_is_recorded_the_suite_goes_on_and_the_next_run_retries(
                                               "(details)")
         return real_train(model, data, recipe, seed=seed, **kw)
 
-    monkeypatch.setattr(mpbench.train, "train", train_that_runs_out)
+    monkeypatch.setattr(mpbench.training.trainer, "train", train_that_runs_out)
     suite, out = tmp_path / "s.yaml", tmp_path / "o"
     suite.write_text(SUITE)
     assert main(_run_args(suite, out)) == 0
@@ -214,7 +214,7 @@ def test_out_of_memory_is_recorded_the_suite_goes_on_and_the_next_run_retries(
     assert main(["status", str(out)]) == 0
     assert "oom" in capsys.readouterr().out
 
-    monkeypatch.setattr(mpbench.train, "train", real_train)  # more memory next time
+    monkeypatch.setattr(mpbench.training.trainer, "train", real_train)  # more memory next time
     assert main(_run_args(suite, out)) == 0
     results = pd.read_csv(out / "results.csv")
     assert sorted(results.run_id) == RUN_IDS and (results.status == "done").all()

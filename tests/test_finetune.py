@@ -12,10 +12,11 @@ import torch
 from mpbench.cli import main
 from mpbench.config import Recipe, SuiteError, load_suite
 from mpbench.data import synthetic
-from mpbench.finetune import InitError, apply_init, head_keys, resize_batches
-from mpbench.plan import plan_suite
+from mpbench.training.callbacks import recipe_callbacks, resize_batches
+from mpbench.training.init import InitError, apply_init, head_keys
+from mpbench.suite.plan import plan_suite
 from mpbench.registry import create_model
-from mpbench.train import train
+from mpbench.training.trainer import train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -199,7 +200,7 @@ def test_freeze_backbone_epochs_leave_backbone_unchanged():
     recipe = Recipe(epochs=2, batch_size=16, eval_batch_size=32, lr=0.05, schedule="constant",
                     freeze_backbone_epochs=1)
     snapshots = []
-    train(model, data, recipe, seed=0,
+    train(model, data, recipe, seed=0, callbacks=recipe_callbacks(recipe),
           on_epoch=lambda m: snapshots.append({k: v.clone() for k, v in model.state_dict().items()}))
     head = head_keys(model)
     backbone = [k for k in before if k not in head]
@@ -213,11 +214,12 @@ def test_freeze_backbone_epochs_leave_backbone_unchanged():
 def test_input_size_resizes_batches_and_counts_macs_at_that_size(tmp_path):
     data = synthetic(4, 64, 32, 16)
     recipe = Recipe(epochs=1, batch_size=16, lr=0.05, input_size=24)
-    from mpbench.train import make_loaders
+    from mpbench.training.trainer import make_loaders
     loader, _ = resize_batches(*make_loaders(data, recipe, torch.device("cpu"), 0, False), size=24)
     x, _ = next(iter(loader))
     assert x.shape[-2:] == (24, 24) and len(loader) == 4
-    res = train(create_model("cifar_resnet_tiny", num_classes=4, **TINY), data, recipe, seed=0)
+    res = train(create_model("cifar_resnet_tiny", num_classes=4, **TINY), data, recipe, seed=0,
+                callbacks=recipe_callbacks(recipe))
     assert res.final["epoch"] == 1
     small = ft_suite(tmp_path, "  - {name: cifar_resnet_tiny}", name="a.yaml")
     big = ft_suite(tmp_path, "  - {name: cifar_resnet_tiny}", recipe=", input_size: 32", name="b.yaml")

@@ -2,7 +2,7 @@ import torch
 import torch.nn.functional as F
 
 from mpbench.data import normalize, synthetic
-from mpbench.loader import BatchLoader, random_crop, random_flip
+from mpbench.data.loader import BatchLoader, random_crop, random_flip
 
 
 def test_random_crop_is_a_window_of_the_padded_image():

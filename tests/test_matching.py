@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from mpbench import complexity, registry
 from mpbench.config import SuiteError, parse_suite
-from mpbench.matching import (BudgetError, Match, _grid, describe, match_budget, match_suite,
+from mpbench.complexity.matching import (BudgetError, Match, _grid, describe, match_budget, match_suite,
                               suite_geometry)
 from mpbench.registry import Knob, get_entry, list_families, list_models
 

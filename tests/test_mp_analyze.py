@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 from torch.testing import assert_close
 
-from mpbench.analyze import (analyze_model, mutual_information, path_usage, shuffled_specialisation,
+from mpbench.report.analyze import (analyze_model, mutual_information, path_usage, shuffled_specialisation,
                              specialisation, usage_by_label)
 from mpbench.data import synthetic
 from mpbench.errors import UserError
@@ -138,9 +138,9 @@ def test_cli_reports_a_missing_run_dir_as_a_user_error(tmp_path, capsys):
 
 
 def make_run_dir(tmp_path):
-    """A finished run as ``mpbench.runs`` lays it out: config.json + checkpoint.pt."""
+    """A finished run as ``mpbench.suite.runner`` lays it out: config.json + checkpoint.pt."""
     from mpbench.registry import get_entry
-    from mpbench.train import seed_everything
+    from mpbench.training.trainer import seed_everything
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -160,7 +160,7 @@ def make_run_dir(tmp_path):
 
 
 def test_analyze_run_and_cli_on_a_run_directory(tmp_path, capsys):
-    from mpbench.analyze import analyze_run
+    from mpbench.report.analyze import analyze_run
     from mpbench.cli import main
 
     run_dir = make_run_dir(tmp_path)

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from torch.testing import assert_close
 
-from mpbench.gates import record_gates
+from mpbench.models.gates import record_gates
 from mpbench.models.mp_resnet import mp_resnet_by_depth
 from mpbench.models.routing import (CrossConnection, CrossPredGate, FdccGate, StaticGate,
                                     create_gate, mix_paths)

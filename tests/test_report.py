@@ -9,8 +9,8 @@ import pytest
 
 from mpbench.cli import main
 from mpbench.errors import UserError
-from mpbench.report import aggregate, build_report, latex_escape, load_results, regenerate_all
-from mpbench.runs import RESULT_COLUMNS
+from mpbench.report.tables import aggregate, build_report, latex_escape, load_results, regenerate_all
+from mpbench.suite.runner import RESULT_COLUMNS
 
 SUITE = {
     "name": "fake", "description": "hand-written results", "seeds": [0, 1, 2],
@@ -203,8 +203,8 @@ def test_bad_runs_dir_is_one_line_user_error(tmp_path, monkeypatch, capsys):
 def tiny_run(tmp_path_factory):
     """A real (tiny) suite run: a single-path and a 2-path fdcc network, two seeds."""
     from mpbench.config import parse_suite
-    from mpbench.plan import plan_suite
-    from mpbench.runs import run_suite
+    from mpbench.suite.plan import plan_suite
+    from mpbench.suite.runner import run_suite
 
     suite = parse_suite({
         "name": "tinyrep",

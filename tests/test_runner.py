@@ -7,8 +7,8 @@ import pandas as pd
 
 from mpbench.cli import main
 from mpbench.config import load_suite
-from mpbench.plan import plan_suite
-from mpbench.runs import RESULT_COLUMNS, suite_status
+from mpbench.suite.plan import plan_suite
+from mpbench.suite.runner import RESULT_COLUMNS, suite_status
 
 from conftest import TINY_SUITE, python_process
 

@@ -14,11 +14,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+# submitit is the optional `slurm` extra; the `test` extra installs it, so CI never skips this file
+pytest.importorskip("submitit", reason="submitit (the `slurm` extra) is not installed: pip install -e '.[slurm]'")
+
 from mpbench.cli import main
 from mpbench.config import load_suite
-from mpbench.launch import RunJob, SlurmOptions, parse_mem_gb, parse_time_min, submit_suite
-from mpbench.plan import plan_suite
-from mpbench.runs import suite_status
+from mpbench.suite.launch import RunJob, SlurmOptions, parse_mem_gb, parse_time_min, submit_suite
+from mpbench.suite.plan import plan_suite
+from mpbench.suite.runner import suite_status
 
 from conftest import TINY_SUITE
 

@@ -6,7 +6,7 @@ import torch
 from mpbench.config import Recipe
 from mpbench.data import synthetic
 from mpbench.registry import create_model
-from mpbench.train import Diverged, load_checkpoint, lr_at, seed_everything, train
+from mpbench.training.trainer import Diverged, load_checkpoint, lr_at, seed_everything, train
 
 
 def test_lr_schedules():
@@ -85,7 +85,7 @@ def test_nan_loss_raises_diverged():
 
 def test_channels_last_is_resolved_per_device_and_refused_where_it_crashes():
     from mpbench.errors import UserError
-    from mpbench.train import use_channels_last
+    from mpbench.training.device import use_channels_last
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     wide = create_model("cifar_resnet20", num_classes=10)  # projections from 16 channels

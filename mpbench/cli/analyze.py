@@ -16,7 +16,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from mpbench.analyze import analyze_run
+    from mpbench.report.analyze import analyze_run
 
     result = analyze_run(args.run_dir, args.out, args.data_root, device=args.device)
     if args.json:

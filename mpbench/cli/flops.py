@@ -90,7 +90,7 @@ def run(args) -> int:
 
 def run_model(args) -> int:
     from mpbench.complexity import count_model
-    from mpbench.matching import describe, match_budget
+    from mpbench.complexity.matching import describe, match_budget
     from mpbench.registry import get_entry
 
     entry = get_entry(args.model)
@@ -142,7 +142,7 @@ def breakdown(c, depth: int) -> list[tuple[str, int, int]]:
 
 def run_suite(args) -> int:
     from mpbench.config import load_suite
-    from mpbench.matching import BudgetError, match_suite, suite_geometry
+    from mpbench.complexity.matching import BudgetError, match_suite, suite_geometry
 
     if args.budget is not None or args.args or args.input_size:
         raise UserError("--budget, --args and --input-size apply to a MODEL, not to --suite")

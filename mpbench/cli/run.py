@@ -32,9 +32,9 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from mpbench.config import load_suite
-    from mpbench.plan import plan_suite
-    from mpbench.runs import check_existing, run_suite
-    from mpbench.train import resolve_device
+    from mpbench.suite.plan import plan_suite
+    from mpbench.suite.runner import check_existing, run_suite
+    from mpbench.training.device import resolve_device
 
     suite = load_suite(args.suite)
     if args.data_root and not Path(args.data_root).exists():
@@ -58,7 +58,7 @@ def run(args) -> int:
         return _submit(args, suite, plans, out)
     counts = run_suite(suite, plans, out, data_root=args.data_root, device=args.device,
                        progress=False if args.no_progress else None, source=args.suite)
-    from mpbench.distributed import is_main, teardown
+    from mpbench.training.distributed import is_main, teardown
     main_rank = is_main()
     teardown()  # under torchrun: leave the process group cleanly
     if not main_rank:  # rank 0 reports
@@ -69,8 +69,8 @@ def run(args) -> int:
 
 
 def _submit(args, suite, plans, out: Path) -> int:
-    """``--launcher slurm``: one submitit job per pending run (see mpbench.launch)."""
-    from mpbench.launch import SlurmOptions, submit_suite, wait
+    """``--launcher slurm``: one submitit job per pending run (see mpbench.suite.launch)."""
+    from mpbench.suite.launch import SlurmOptions, submit_suite, wait
 
     options = SlurmOptions(partition=args.partition, gpus_per_run=args.gpus_per_run,
                            cpus_per_run=args.cpus_per_run, time=args.time, mem=args.mem,

@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from collections import Counter
 
-    from mpbench.runs import suite_status
+    from mpbench.suite.runner import suite_status
 
     target = Path(args.target)
     if target.is_file():

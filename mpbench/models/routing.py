@@ -61,7 +61,7 @@ class Gate(nn.Module):
     """Base: subclasses compute logits ``B x P x P[ x C]``; this divides by τ and normalises.
 
     ``gate_channels`` is C for ``granularity='channel'`` and 1 otherwise; ``gate_shape`` is
-    the per-sample shape of α. :func:`mpbench.gates.record_gates` hooks every Gate.
+    the per-sample shape of α. :func:`mpbench.models.gates.record_gates` hooks every Gate.
     """
 
     def __init__(self, paths: int, channels: int, norm: str = "softmax_dest",

@@ -6,7 +6,7 @@
 * ``top1_vs_params``: the same against parameters (log axis when they span more than 4x).
 * ``curves``: test top-1 per epoch, mean over seeds (band: ± std), one panel per budget.
 * ``path_usage_<label>``: mean path usage per superclass (or class) and layer of a trained
-  multi-path network, from :mod:`mpbench.analyze`'s stored CSV.
+  multi-path network, from :mod:`mpbench.report.analyze`'s stored CSV.
 
 Files are reproducible: fixed sizes and DPI, no timestamps (``metadata``), a fixed SVG hash
 salt; the same results give byte-identical files with the same matplotlib.

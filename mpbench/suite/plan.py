@@ -47,7 +47,7 @@ def run_id(label: str, budget: float | None, seed: int) -> str:
 def plan_suite(suite: Suite, source: str = "<suite>", data_root=None) -> list[RunPlan]:
     """Every (model, budget, seed) of the suite, matched and counted; raises on any problem."""
     from mpbench.complexity import count_model
-    from mpbench.matching import BudgetError, match_budget, suite_geometry
+    from mpbench.complexity.matching import BudgetError, match_budget, suite_geometry
     from mpbench.plugins import load_plugins
     from mpbench.registry import get_entry
 
@@ -85,7 +85,7 @@ def plan_suite(suite: Suite, source: str = "<suite>", data_root=None) -> list[Ru
                 raise SuiteError(f"{field}.args: {spec.name} cannot be built with "
                                  f"{spec.args}: {exc}") from None
             if spec.init is not None:  # a missing/unusable init stops the suite here
-                from mpbench.finetune import check_init
+                from mpbench.suite.starts import check_init
                 check_init(spec, full_args, f"{field}.init")
             for seed in suite.seeds:
                 plans.append(RunPlan(

@@ -34,7 +34,8 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from mpbench.config import Suite, SuiteError
-from mpbench.plan import RunPlan
+from mpbench.plugins import load_run_plugins
+from mpbench.suite.plan import RunPlan
 from mpbench.storage import (atomic_write_json, atomic_write_text, is_disk_full, read_json,
                              remove_stale_temps)
 
@@ -51,7 +52,7 @@ def run_config(plan: RunPlan, suite: Suite, source: str | None = None) -> dict:
     ``plugins`` and ``suite_file`` let :func:`load_run` rebuild a user's plugin model later.
     """
     from mpbench import __version__
-    from mpbench.finetune import init_config, spec_for
+    from mpbench.suite.starts import init_config, spec_for
 
     return {**plan.as_dict(), **init_config(spec_for(suite, plan)),
             "dataset": suite.dataset.model_dump(),
@@ -134,7 +135,7 @@ def is_claimed(run_dir: Path) -> bool:
 @contextmanager
 def claim_on_main(run_dir: Path) -> Iterator[bool]:
     """:func:`claim` on rank 0, the only rank that takes locks; every rank gets its answer."""
-    from mpbench.distributed import agree, is_main
+    from mpbench.training.distributed import agree, is_main
 
     if not is_main():
         yield agree(None)
@@ -169,10 +170,12 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
                 source: str | None = None) -> dict:
     """Train one claimed run to completion (resuming if it can) and write its result."""
     from mpbench.registry import create_model
-    from mpbench.train import Diverged, load_checkpoint, seed_everything, train
-    from mpbench.distributed import agree, is_distributed, is_main, world_size
+    from mpbench.training.trainer import Diverged, load_checkpoint, seed_everything, train
+    from mpbench.training.distributed import agree, is_distributed, is_main, world_size
 
-    from mpbench.finetune import init_result_fields, init_run, spec_for
+    from mpbench.suite.starts import init_result_fields, init_run, spec_for
+    from mpbench.training.callbacks import recipe_callbacks
+
     config = run_config(plan, suite, source)
     spec = spec_for(suite, plan)
     if is_main() and not (run_dir / "config.json").exists():
@@ -210,7 +213,8 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
         try:
             res = train(model, data, suite.recipe, seed=seed, device=device,
                         checkpoint=run_dir / "checkpoint.pt", resume=resume, on_epoch=on_epoch,
-                        progress=progress, desc=plan.run_id)
+                        progress=progress, desc=plan.run_id,
+                        callbacks=recipe_callbacks(suite.recipe))
             row = result_row(config, "done", res.history, res.train_time_s, str(device))
             break
         except Diverged as exc:
@@ -275,7 +279,7 @@ def run_suite(suite: Suite, plans: list[RunPlan], out: Path, *, data_root=None,
     counts by outcome.
 
     Under ``torchrun`` every rank calls this; rank 0 takes the locks and writes, and the other
-    ranks follow its decisions (see :mod:`mpbench.distributed`). A full disk stops the suite
+    ranks follow its decisions (see :mod:`mpbench.training.distributed`). A full disk stops the suite
     with :class:`~mpbench.errors.DiskFull` (every later write would fail too).
     """
     try:
@@ -293,7 +297,7 @@ def run_suite(suite: Suite, plans: list[RunPlan], out: Path, *, data_root=None,
 def _run_suite(suite: Suite, plans: list[RunPlan], out: Path, *, data_root, device, progress,
                echo, source, only) -> dict:
     from mpbench.data import load_dataset
-    from mpbench.distributed import agree, is_distributed, is_main, main_first, setup
+    from mpbench.training.distributed import agree, is_distributed, is_main, main_first, setup
 
     dev = setup(device)  # resolve_device(device), joining torchrun's process group if any
     if not is_main():
@@ -394,23 +398,17 @@ def suite_status(out: Path) -> list[dict]:
     return rows
 
 
-def _load_run_plugins(config: dict) -> None:
-    if config.get("plugins"):
-        from mpbench.plugins import load_plugins
-        load_plugins(config["plugins"], config.get("suite_file") or "<run config>")
-
-
 def load_run(run_dir: str | Path) -> tuple[torch.nn.Module, dict]:
     """The trained model of a run (final checkpoint, eval mode) and its resolved config."""
     from mpbench.errors import UserError
     from mpbench.registry import create_model
-    from mpbench.train import load_checkpoint
+    from mpbench.training.trainer import load_checkpoint
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").exists():
         raise UserError(f"{run_dir}: not a run directory (no config.json)")
     config = read_json(run_dir / "config.json")
-    _load_run_plugins(config)
+    load_run_plugins(config)
     state = load_checkpoint(run_dir / "checkpoint.pt", log=lambda m: None)
     if state is None:
         raise UserError(f"{run_dir}: no readable checkpoint.pt; train it with `mpbench run` first")
@@ -422,8 +420,8 @@ def load_run(run_dir: str | Path) -> tuple[torch.nn.Module, dict]:
 def build_untrained(config: dict) -> torch.nn.Module:
     """The run's network as initialised before training (same seed, same init)."""
     from mpbench.registry import create_model
-    from mpbench.train import seed_everything
+    from mpbench.training.trainer import seed_everything
 
-    _load_run_plugins(config)
+    load_run_plugins(config)
     seed_everything(config["seed"])
     return create_model(config["model"], **config["args"]).eval()

@@ -1,6 +1,6 @@
 """Run a suite on a SLURM cluster through submitit: one job per pending run (a job array).
 
-Each job trains its single run through the normal runner (:func:`mpbench.runs.run_suite` with
+Each job trains its single run through the normal runner (:func:`mpbench.suite.runner.run_suite` with
 ``only=[run_id]``), so the run directory, the ``flock`` claim, atomic writes, resume from
 ``checkpoint.pt`` and ``results.csv`` are exactly those of a local ``mpbench run``: the results
 layout does not depend on the launcher, and ``mpbench status`` / ``mpbench report`` read the
@@ -54,9 +54,9 @@ class RunJob:
 
     def __call__(self) -> dict:
         from mpbench.config import Suite
-        from mpbench.plan import RunPlan
+        from mpbench.suite.plan import RunPlan
         from mpbench.plugins import load_plugins
-        from mpbench.runs import run_suite
+        from mpbench.suite.runner import run_suite
         from mpbench.storage import read_json
 
         _export_torch_distributed_env()
@@ -161,7 +161,7 @@ class SlurmOptions:
 
 def pending_runs(plans: list, out: Path) -> tuple[list, list[str], list[str]]:
     """(plans to submit, ids finished earlier, ids being trained now by a live process)."""
-    from mpbench.runs import is_claimed
+    from mpbench.suite.runner import is_claimed
 
     todo, done, busy = [], [], []
     for plan in plans:

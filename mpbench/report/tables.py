@@ -10,7 +10,7 @@ and written to an output folder::
                     one table per data set, figures, notes
     summary.csv     the same rows as the tables, unformatted
     table.tex       the same tables as LaTeX (booktabs)
-    figures/        PNG + SVG (see :mod:`mpbench.figures`)
+    figures/        PNG + SVG (see :mod:`mpbench.report.figures`)
     results/        (``reports/<name>/`` only) the copy of the results the report came from
     report.json     the options (title, note) so that a regeneration is identical
 
@@ -95,7 +95,7 @@ def load_results(runs_dir: str | Path) -> ResultSet:
         with open(csv_path, newline="") as f:
             rows = [dict(r) for r in csv.DictReader(f)]
     elif (root / "runs").is_dir():
-        from mpbench.runs import collect_results
+        from mpbench.suite.runner import collect_results
         rows = [{k: ("" if v is None else v) for k, v in r.items()} for r in collect_results(root)]
     else:
         raise UserError(f"{root}: no results.csv here; is this an `mpbench run` output directory?")
@@ -478,7 +478,7 @@ def _find_analysis(rs: ResultSet, summary: list[dict], checkpoints: Path, analyz
                    data_root, device, echo) -> tuple[list[dict], list[str]]:
     """Path usage of each multi-path configuration with cross-connections, from its first
     finished seed: the stored ``<results>/runs/<id>/analysis/*.csv``, else computed with
-    :func:`mpbench.analyze.analyze_run` from ``<checkpoints>/runs/<id>/checkpoint.pt`` (when
+    :func:`mpbench.report.analyze.analyze_run` from ``<checkpoints>/runs/<id>/checkpoint.pt`` (when
     there and the data set loads) and stored there. Returns (analyses, notes on skipped ones)."""
     found, notes = [], []
     for a in summary:
@@ -516,7 +516,7 @@ def _find_analysis(rs: ResultSet, summary: list[dict], checkpoints: Path, analyz
 
 
 def _run_analysis(run_dir: Path, adir: Path, data_root, device, echo) -> None:
-    from mpbench.analyze import analyze_run
+    from mpbench.report.analyze import analyze_run
 
     echo(f"analysing path usage of {run_dir.name}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -599,7 +599,7 @@ def build_report(runs_dir: str | Path, out: str | Path | None = None, *, title: 
     analyses, notes = [], []
     fig_entries: list[dict] = []
     if figures:
-        from mpbench import figures as figs
+        from mpbench.report import figures as figs
 
         analyses, notes = _find_analysis(rs, summary, src, analyze, data_root, device, echo)
         fig_dir = out / "figures"

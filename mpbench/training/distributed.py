@@ -1,7 +1,7 @@
 """Data-parallel training across processes with PyTorch's own engine (``torchrun`` / DDP).
 
 mpbench does not schedule anything itself: ``torchrun`` (or SLURM through submitit, see
-:mod:`mpbench.launch`) starts the processes and sets the usual ``env://`` variables
+:mod:`mpbench.suite.launch`) starts the processes and sets the usual ``env://`` variables
 (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``). Here:
 
 - :func:`setup` joins the process group (NCCL on CUDA, gloo on CPU) and picks this rank's
@@ -62,11 +62,11 @@ def is_main() -> bool:
 def setup(device: str = "auto") -> torch.device:
     """This process's device, joining the launcher's process group first if there is one.
 
-    Outside ``torchrun`` (``WORLD_SIZE`` unset or 1) this is :func:`mpbench.train.resolve_device`.
+    Outside ``torchrun`` (``WORLD_SIZE`` unset or 1) this is :func:`mpbench.training.device.resolve_device`.
     Under it, ``auto``/``cuda`` become ``cuda:LOCAL_RANK`` (NCCL) and ``cpu`` uses gloo; an
     explicit ``cuda:N`` is refused since each rank must own a different GPU.
     """
-    from mpbench.train import resolve_device
+    from mpbench.training.device import resolve_device
 
     dev = resolve_device(device)
     if env_world_size() <= 1:
@@ -190,3 +190,10 @@ def end_of_epoch(model: nn.Module, loss_sum: torch.Tensor, correct: torch.Tensor
     broadcast_buffers(model)
     loss_sum, correct, total = all_reduce_sum(loss_sum, correct, torch.tensor(seen))
     return loss_sum, correct, int(total)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DDP / compile wrappers: checkpoints carry no ``module.`` prefix."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or model._orig_mod
+    return model

@@ -30,8 +30,9 @@ starts neutral, and the upcycled network computes the single-path function at in
 ``upcycle_noise`` (relative std of the noise on the path convolutions) breaks the symmetry of
 the identical paths.
 
-The training side (``Recipe.freeze_backbone_epochs``, ``Recipe.input_size``) is
-:func:`freeze_backbone` and :func:`resize_batches`, called from :func:`mpbench.train.train`.
+The training side (``Recipe.freeze_backbone_epochs``, ``Recipe.input_size``) is two trainer
+callbacks (:mod:`mpbench.training.callbacks`); what a suite entry asks for and what a run records
+about its start is :mod:`mpbench.suite.starts`.
 """
 from __future__ import annotations
 
@@ -49,8 +50,7 @@ import torch.nn.functional as F
 from mpbench.errors import UserError
 
 __all__ = ["InitError", "InitSource", "resolve_source", "load_source_state", "apply_init",
-           "check_init", "init_run", "init_config", "init_result_fields", "spec_for",
-           "freeze_backbone", "resize_batches", "head_keys"]
+           "summary", "classifier", "head_keys", "INIT_FILE"]
 
 TIMM_PREFIX = "timm:"
 INIT_FILE = "init.json"
@@ -196,7 +196,7 @@ def file_digest(path: Path) -> str:
 
 # --------------------------------------------------------------------------- applying
 
-def _classifier(model: nn.Module) -> nn.Module:
+def classifier(model: nn.Module) -> nn.Module:
     get = getattr(model, "get_classifier", None)
     if get is None:
         raise InitError(f"{type(model).__name__} has no get_classifier(); a head cannot be "
@@ -206,7 +206,7 @@ def _classifier(model: nn.Module) -> nn.Module:
 
 def head_keys(model: nn.Module) -> set[str]:
     """State-dict names of the classifier's parameters and buffers."""
-    head_ids = {id(m) for m in _classifier(model).modules()}
+    head_ids = {id(m) for m in classifier(model).modules()}
     keys = set()
     for name, m in model.named_modules():
         if id(m) in head_ids:
@@ -325,11 +325,11 @@ def upcycle_init(model: nn.Module, source: InitSource, src: dict[str, torch.Tens
         raise InitError(f"init_mode: upcycle builds a multi-path network; "
                         f"{type(model).__name__} is not one (use an mp_resnet model)")
     if source.kind == "run":
+        from mpbench.plugins import load_run_plugins
         from mpbench.registry import create_model
-        from mpbench.runs import _load_run_plugins
 
         config = json.loads((source.run_dir / "config.json").read_text())
-        _load_run_plugins(config)
+        load_run_plugins(config)
         single = create_model(config["model"], **config["args"])
         single.load_state_dict(src)
         if not isinstance(single, CifarResNet):
@@ -378,126 +378,3 @@ def summary(report: dict) -> str:
     return (f"init ({report['mode']}) from {report['source']}: {report['loaded']} tensors loaded, "
             f"{100 * report['backbone_fraction']:.1f}% of backbone; head {report['head']}; "
             f"{keys('missing')}, {keys('unexpected')}, {keys('mismatched')}{extra}")
-
-
-# --------------------------------------------------------------------------- suites and runs
-
-def spec_for(suite, plan):
-    """The suite's model entry a plan came from (labels are unique within a suite), or None."""
-    return next((s for s in suite.models if s.display == plan.label), None)
-
-
-def init_config(spec) -> dict:
-    """What goes into a run's config.json about its start (empty from scratch)."""
-    if spec is None or spec.init is None:
-        return {}
-    return {"init": {"source": spec.init, "mode": spec.init_mode, "strict": spec.init_strict,
-                     "upcycle_noise": spec.upcycle_noise}}
-
-
-def check_init(spec, args: dict, field: str) -> None:
-    """Plan-time check: build the model and initialise it once; any problem is a SuiteError
-    naming ``field`` (``suite.yaml: models[i].init``), before anything is written."""
-    from mpbench.config import SuiteError
-    from mpbench.registry import create_model
-
-    try:
-        model = create_model(spec.name, **args)
-        apply_init(model, spec.init, mode=spec.init_mode, strict=spec.init_strict,
-                   noise=spec.upcycle_noise)
-    except UserError as exc:
-        raise SuiteError(f"{field}: {exc}") from None
-
-
-def init_run(model: nn.Module, spec, seed: int, run_dir: Path,
-             note: Callable[[str], None]) -> dict | None:
-    """Initialise a fresh run's model from ``spec.init`` (if any), log the report and keep it
-    as ``init.json`` (rank 0 only, under torchrun). None when the entry has no init."""
-    from mpbench.storage import atomic_write_json
-
-    if spec is None or spec.init is None:
-        return None
-    report = apply_init(model, spec.init, mode=spec.init_mode, strict=spec.init_strict,
-                        noise=spec.upcycle_noise, seed=seed)
-    try:
-        from mpbench.distributed import is_main
-    except ImportError:
-        def is_main() -> bool:
-            return True
-    if is_main():
-        atomic_write_json(run_dir / INIT_FILE, report)
-    note(summary(report))
-    return report
-
-
-def init_result_fields(run_dir: Path) -> dict:
-    """Columns for the result row (lists as ';'-joined keys): what the run started from."""
-    path = run_dir / INIT_FILE
-    if not path.exists():
-        return {}
-    r = json.loads(path.read_text())
-    return {"init": r["source"], "init_mode": r["mode"], "init_sha256": r.get("sha256"),
-            "init_head": r["head"], "init_loaded": r["loaded"],
-            "init_missing": ";".join(r["missing"]), "init_unexpected": ";".join(r["unexpected"]),
-            "init_mismatched": ";".join(r["mismatched"])}
-
-
-# --------------------------------------------------------------------------- training side
-
-def freeze_backbone(model: nn.Module, opt: torch.optim.Optimizer, frozen: bool) -> None:
-    """Train only the classifier (``frozen``) or everything; call after ``model.train()``.
-
-    Frozen: the backbone runs in eval mode (its batch-norm statistics stay put) and a step
-    pre-hook on ``opt`` drops the backbone's gradients, so SGD, weight decay and momentum
-    included, leaves those parameters exactly as they were. The hook works under DDP too
-    (every parameter still takes part in the backward pass); outside DDP the backbone also
-    stops requiring gradients, which saves most of the backward pass.
-    """
-    import torch.distributed as dist
-    from mpbench.train import unwrap
-
-    net = unwrap(model)
-    head = _classifier(net)
-    head_params = {id(p) for p in head.parameters()}
-    backbone = [p for p in net.parameters() if id(p) not in head_params]
-    state = getattr(opt, "_mpbench_freeze", None)
-    if state is None:
-        state = opt._mpbench_freeze = {"frozen": False}
-
-        def drop_backbone_grads(optimizer, args, kwargs):
-            if state["frozen"]:
-                for p in backbone:
-                    p.grad = None
-        opt.register_step_pre_hook(drop_backbone_grads)
-    state["frozen"] = frozen
-    if not (dist.is_available() and dist.is_initialized()):
-        for p in backbone:
-            p.requires_grad_(not frozen)
-    if frozen:
-        net.eval()
-        head.train()
-
-
-class ResizedBatches:
-    """A batch loader whose images are resized on the device (bilinear) to ``size``²."""
-
-    def __init__(self, loader, size: int):
-        self.loader, self.size = loader, int(size)
-
-    def __getattr__(self, name):  # device, set_epoch, ... of the wrapped loader
-        return getattr(self.loader, name)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        for x, y in self.loader:
-            if x.shape[-1] != self.size or x.shape[-2] != self.size:
-                x = F.interpolate(x, size=(self.size, self.size), mode="bilinear",
-                                  align_corners=False, antialias=x.shape[-1] > self.size)
-            yield x, y
-
-
-def resize_batches(*loaders, size: int | None):
-    """``loaders`` unchanged when ``size`` is None, else each wrapped in :class:`ResizedBatches`."""
-    return loaders if not size else tuple(ResizedBatches(ld, size) for ld in loaders)

@@ -37,7 +37,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from mpbench.complexity import InputSize, count_model, estimate_model, freeze, model_args
+from mpbench.complexity.counting import (InputSize, cache_generation, count_model, estimate_model,
+                                         freeze, model_args)
 from mpbench.errors import UserError
 
 __all__ = ["Match", "BudgetError", "match_budget", "describe", "match_suite", "suite_geometry"]
@@ -289,7 +290,7 @@ def match_budget(name: str, budget_gmacs: float, args: dict | None = None, *,
         raise UserError(f"tolerance must be in (0, 1), got {tolerance}")
     entry = get_entry(name)
     key = (name, entry.fn, entry.knob, freeze(args or {}), float(budget_gmacs),
-           _geometry_key(input_size, num_classes), float(tolerance))
+           _geometry_key(input_size, num_classes), float(tolerance), cache_generation())
     hit = _MATCH_CACHE.get(key)
     if hit is None:
         try:

@@ -9,10 +9,9 @@ from __future__ import annotations
 import math
 import random
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -21,8 +20,10 @@ import torch.nn.functional as F
 
 from mpbench.config import Recipe
 from mpbench.data import Dataset
-from mpbench.loader import BatchLoader
+from mpbench.data.loader import BatchLoader
 from mpbench.storage import atomic_torch_save, previous, verify_torch_file
+from mpbench.training.device import autocast_for, use_channels_last
+from mpbench.training.distributed import unwrap
 
 
 class Diverged(RuntimeError):
@@ -50,16 +51,6 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        from mpbench.errors import UserError
-        raise UserError(f"--device {device}: CUDA is not available on this machine")
-    return dev
 
 
 def rng_state() -> dict:
@@ -94,44 +85,6 @@ class TrainResult:
         return self.history[-1] if self.history else {}
 
 
-def channels_last_setting(value: str | bool) -> str:
-    """``value`` as on/off/auto (YAML turns a bare on/off into a boolean); UserError if not."""
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if value not in ("on", "off", "auto"):
-        from mpbench.errors import UserError
-        raise UserError(f"channels_last must be on, off or auto, got {value!r}")
-    return value
-
-
-def use_channels_last(setting: str | bool, model: nn.Module, device: torch.device) -> bool:
-    """Resolve a ``channels_last`` setting (on/off/auto, or a YAML boolean) for ``model``.
-
-    ``auto``: on CUDA only. On CPU, NHWC trained ResNet-20 1.2x faster here but was slower
-    for multi-path, SK and ensemble models, is not bit-reproducible, and torch 2.14's oneDNN
-    corrupts the heap in the backward pass of a strided 1x1 convolution with fewer than 8
-    input channels (BENCHMARKS.md §0); ``on`` is refused for such models on CPU.
-    """
-    setting = channels_last_setting(setting)
-    if setting == "auto":
-        return device.type == "cuda"
-    if setting == "on" and device.type == "cpu":
-        bad = next((name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)
-                    and m.kernel_size == (1, 1) and max(m.stride) > 1
-                    and m.in_channels // m.groups < 8), None)
-        if bad is not None:
-            from mpbench.errors import UserError
-            raise UserError(f"channels_last: on: {bad} is a strided 1x1 convolution with fewer "
-                            f"than 8 input channels, whose channels_last backward crashes on "
-                            f"CPU (oneDNN, torch 2.14); use channels_last: off")
-    return setting == "on"
-
-
-def autocast_for(device: torch.device, recipe: Recipe):
-    use_bf16 = recipe.amp == "bf16" or (recipe.amp == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
-
-
 def loss_fn(model: nn.Module, out: torch.Tensor, y: torch.Tensor, smoothing: float) -> torch.Tensor:
     """Cross-entropy; a model may define ``training_loss(out, y, smoothing)`` (ensembles do)."""
     if hasattr(model, "training_loss"):
@@ -157,7 +110,7 @@ def evaluate(model: nn.Module, loader: BatchLoader, autocast) -> dict:
         correct1 += hits[:, 0].sum()
         correct5 += hits.any(dim=1).sum()
         n += len(y)
-    from mpbench.distributed import all_reduce_sum  # each rank saw its share: sum them
+    from mpbench.training.distributed import all_reduce_sum  # each rank saw its share: sum them
     loss_sum, correct1, correct5, n = all_reduce_sum(loss_sum, correct1, correct5, torch.tensor(n))
     n = int(n)
     return {"test_loss": loss_sum.item() / n, "test_top1": 100.0 * correct1.item() / n,
@@ -166,7 +119,7 @@ def evaluate(model: nn.Module, loader: BatchLoader, autocast) -> dict:
 
 def make_loaders(data: Dataset, recipe: Recipe, device: torch.device, seed: int,
                  channels_last: bool) -> tuple[BatchLoader, BatchLoader]:
-    from mpbench.distributed import rank, shard_batch_size, world_size
+    from mpbench.training.distributed import rank, shard_batch_size, world_size
     common = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last,
                   shard=(rank(), world_size()))  # recipe.batch_size is the global batch
     train = BatchLoader(data.train_x, data.train_y, shard_batch_size(recipe.batch_size), train=True, seed=seed,
@@ -178,15 +131,18 @@ def make_loaders(data: Dataset, recipe: Recipe, device: torch.device, seed: int,
 def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
           device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
           resume: dict | None = None, on_epoch: Callable[[dict], None] | None = None,
-          progress: bool | None = None, desc: str = "train") -> TrainResult:
+          progress: bool | None = None, desc: str = "train",
+          callbacks: Sequence = ()) -> TrainResult:
     """Train ``model`` for ``recipe.epochs`` epochs, checkpointing after each epoch.
 
     ``resume`` is a loaded checkpoint (see :func:`load_checkpoint`); training continues at
     its epoch with its model, optimizer and RNG states. ``on_epoch`` receives each epoch's
-    metrics (the runner writes them to disk).
+    metrics (the runner writes them to disk). ``callbacks`` (see
+    :mod:`mpbench.training.callbacks`) carry everything beyond plain training, e.g. a
+    fine-tuning start's frozen-backbone epochs or input resizing: this loop only calls their
+    ``on_loaders`` and ``on_epoch_start`` hooks.
     """
     from tqdm import tqdm
-    from mpbench.finetune import freeze_backbone, resize_batches
 
     device = torch.device(device)
     channels_last = use_channels_last(recipe.channels_last, model, device)
@@ -197,7 +153,8 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
                           nesterov=recipe.nesterov and recipe.momentum > 0,
                           weight_decay=recipe.weight_decay)
     train_loader, test_loader = make_loaders(data, recipe, device, seed, channels_last)
-    train_loader, test_loader = resize_batches(train_loader, test_loader, size=recipe.input_size)
+    for cb in callbacks:
+        train_loader, test_loader = cb.on_loaders(train_loader, test_loader)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         from mpbench.errors import UserError
@@ -212,15 +169,15 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
         result.train_time_s = float(resume["train_time_s"])
         start = int(resume["epoch"])
     autocast = autocast_for(device, recipe)
-    from mpbench import distributed as ddp
+    from mpbench.training import distributed as ddp
     net = ddp.wrap_ddp(model, device)  # ``model`` itself unless under torchrun
     if recipe.compile:  # training forward only; evaluation and checkpoints use ``model``
         net = torch.compile(net)
 
     for epoch in range(start, recipe.epochs):
         model.train()
-        if recipe.freeze_backbone_epochs:  # fine-tuning: only the head learns at first
-            freeze_backbone(model, opt, epoch < recipe.freeze_backbone_epochs)
+        for cb in callbacks:
+            cb.on_epoch_start(model, opt, epoch)
         train_loader.set_epoch(epoch)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
@@ -271,13 +228,6 @@ def save_checkpoint(path: str | Path, model: nn.Module, opt: torch.optim.Optimiz
     state = {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
              "rng": rng_state(), "history": result.history, "train_time_s": result.train_time_s}
     atomic_torch_save(path, state, keep_previous=True)
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The bare model inside DDP / compile wrappers: checkpoints carry no ``module.`` prefix."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or model._orig_mod
-    return model
 
 
 def load_checkpoint(path: str | Path, log: Callable[[str], None] = print) -> dict | None:

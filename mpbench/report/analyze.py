@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 
 from mpbench.errors import UserError
-from mpbench.gates import record_gates
+from mpbench.models.gates import record_gates
 
 __all__ = ["path_usage", "usage_by_label", "mutual_information", "specialisation",
            "shuffled_specialisation", "usage_axis", "collect_alphas", "analyze_model", "analyze_run"]
@@ -239,12 +239,13 @@ def analyze_run(run_dir: str | Path, out_dir: str | Path | None = None,
     """:func:`analyze_model` for a finished run directory (default output: ``RUN_DIR/analysis``).
 
     The untrained network is the run's model freshly built with the run's seed
-    (``mpbench.runs.build_untrained``); the data are the run's test split.
+    (``mpbench.suite.runner.build_untrained``); the data are the run's test split.
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: not a run directory")
-    from mpbench import data, runs
+    from mpbench import data
+    from mpbench.suite import runner as runs
 
     model, config = runs.load_run(run_dir)
     untrained = runs.build_untrained(config)

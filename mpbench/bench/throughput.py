@@ -4,9 +4,9 @@
 functions. For each model it measures, in one process:
 
 * **model-only training** img/s: SGD steps (forward, loss, backward, update, exactly as
-  :func:`mpbench.train.train` does them, autocast and channels_last included) on one fixed,
+  :func:`mpbench.training.trainer.train` does them, autocast and channels_last included) on one fixed,
   pre-made batch: what the model alone costs;
-* **end-to-end training** img/s: the same steps fed by :class:`mpbench.loader.BatchLoader`
+* **end-to-end training** img/s: the same steps fed by :class:`mpbench.data.loader.BatchLoader`
   (gather, random crop, flip, normalise), as the trainer feeds them;
 * **inference** img/s: eval-mode forward passes under ``torch.no_grad``;
 * achieved GFLOP/s = img/s x GMACs x 2 (x 3 for a training step: forward + two backward
@@ -169,7 +169,7 @@ def matmul_peak(device: str | torch.device = "cpu", dtype: torch.dtype = torch.f
 
 
 class TrainStep:
-    """One optimizer step as :func:`mpbench.train.train` runs it (autocast, the model's own
+    """One optimizer step as :func:`mpbench.training.trainer.train` runs it (autocast, the model's own
     loss, zero_grad/backward/step); the learning rate stays fixed."""
 
     def __init__(self, model: nn.Module, device: torch.device, autocast_factory: Callable,
@@ -185,7 +185,7 @@ class TrainStep:
                                    nesterov=recipe.nesterov, weight_decay=recipe.weight_decay)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        from mpbench.train import loss_fn
+        from mpbench.training.trainer import loss_fn
 
         with self.autocast_factory():
             out = self.forward(x)
@@ -241,7 +241,7 @@ def _resolve(spec: ModelSpec, budget: float | None, num_classes: int,
              input_size: tuple[int, int, int]) -> tuple[dict, float, int]:
     """Full builder arguments, GMACs and params of ``spec`` (matched to ``budget`` if given)."""
     from mpbench.complexity import count_model, model_args
-    from mpbench.matching import match_budget
+    from mpbench.complexity.matching import match_budget
     from mpbench.registry import get_entry
 
     entry = get_entry(spec.name)  # UnknownModelError (a UserError) for a bad name
@@ -258,9 +258,9 @@ def _prepare(spec: ModelSpec, *, budget, batch_size, device, data, num_classes, 
              amp, channels_last, compile: bool = False) -> _Prepared:
     from mpbench.config import Recipe
     from mpbench.data import normalize
-    from mpbench.loader import BatchLoader
+    from mpbench.data.loader import BatchLoader
     from mpbench.registry import get_entry
-    from mpbench.train import autocast_for, use_channels_last
+    from mpbench.training.device import autocast_for, use_channels_last
 
     input_size = tuple(data.train_x.shape[1:])
     full, gmacs, params = _resolve(spec, budget, num_classes, input_size)
@@ -378,7 +378,7 @@ def bench_models(specs: Sequence[ModelSpec | str], *, batch_size: int = 128,
     """
     if interleave not in ("block", "step"):
         raise UserError(f"interleave must be block or step, got {interleave!r}")
-    from mpbench.train import channels_last_setting, resolve_device
+    from mpbench.training.device import channels_last_setting, resolve_device
 
     if batch_size < 1 or steps < 1 or repeats < 1 or warmup < 0:
         raise UserError("need --batch-size, --steps, --repeats >= 1 and --warmup >= 0")
@@ -507,7 +507,7 @@ def profile_train_step(spec: ModelSpec | str, *, batch_size: int = 128, budget: 
     after one untimed step."""
     from torch.profiler import ProfilerActivity, profile
 
-    from mpbench.train import channels_last_setting, resolve_device
+    from mpbench.training.device import channels_last_setting, resolve_device
 
     device = resolve_device(str(device))
     spec = spec if isinstance(spec, ModelSpec) else parse_model_spec(spec)

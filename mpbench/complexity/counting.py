@@ -52,7 +52,7 @@ from mpbench.errors import UserError
 
 __all__ = [
     "Complexity", "UnsupportedOpError", "count", "count_model", "estimate_model", "model_args",
-    "register_op_handle", "freeze", "clear_cache", "format_macs", "format_params",
+    "register_op_handle", "freeze", "clear_cache", "cache_generation", "format_macs", "format_params",
     "MATMUL_OPS",
 ]
 
@@ -508,15 +508,23 @@ def estimate_model(name: str, args: dict | None = None, *,
     return _ESTIMATE_CACHE[key]
 
 
+_GENERATION = [0]  # bumped by clear_cache: results derived from counts (matches) key on it
+
+
 def clear_cache() -> None:
-    """Forget cached counts (and matches, which depend on them)."""
+    """Forget cached counts; anything derived from them keys on :func:`cache_generation`."""
     _COUNT_CACHE.clear()
     _ESTIMATE_CACHE.clear()
-    try:
-        from mpbench import matching
-    except ImportError:  # pragma: no cover - during partial installs
-        return
-    matching._MATCH_CACHE.clear()
+    _GENERATION[0] += 1
+
+
+def cache_generation() -> int:
+    """Changes whenever counts may change (a new op handle, a cleared cache).
+
+    Matching caches its answers under this number, so it never has to reach into this
+    module (nor this module into matching) to stay consistent.
+    """
+    return _GENERATION[0]
 
 
 # --------------------------------------------------------------------------- formatting

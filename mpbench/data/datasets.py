@@ -2,7 +2,7 @@
 
 Every data set becomes one :class:`Dataset` of uint8 ``N x 3 x H x W`` tensors plus labels,
 whatever it is stored as on disk: CIFAR-10/100 pickles, an image folder (decoded once, then
-cached as one ``.npz``) or synthetic data for tests. The training pipeline (``mpbench.loader``)
+cached as one ``.npz``) or synthetic data for tests. The training pipeline (``mpbench.data.loader``)
 moves these tensors to the device once and augments whole batches there.
 """
 from __future__ import annotations
