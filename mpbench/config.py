@@ -6,6 +6,7 @@ into exit code 2 before anything is written.
 """
 from __future__ import annotations
 
+import difflib
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +36,39 @@ class DatasetConfig(_Strict):
     num_train: int = Field(512, ge=1)
     num_test: int = Field(256, ge=1)
     image_size: int = Field(32, ge=8)
+    # hold out a class-balanced, fixed set of this many training images as the validation
+    # split (curves and selection; the test set is then evaluated once, after the last epoch).
+    # Carved AFTER train_subset when both are given (train_subset: 10000, val_split: 1000 ->
+    # 9000 train + 1000 val images). Chosen with its own generator seeded by val_seed, never by
+    # a run seed: every run of a suite holds out the same images.
+    val_split: int | None = Field(None, ge=1)
+    val_seed: int = Field(0, ge=0)
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_split(self, handler):
+        # unset split fields are left out, so configs written before they existed keep the
+        # same dataset fingerprint (runner.check_existing)
+        return _drop_defaults(handler(self), {"val_split": None, "val_seed": 0})
+
+    @model_validator(mode="after")
+    def _val_split_fits(self):
+        if self.val_split is None:
+            if self.val_seed:
+                raise ValueError("val_seed needs a val_split")
+            return self
+        known = {"cifar10": (50000, 10), "cifar100": (50000, 100)}
+        total, classes = known.get(self.name, (None, None))
+        if self.name == "synthetic":
+            total, classes = self.num_train, self.num_classes or 10
+        if self.train_subset is not None:
+            total = self.train_subset if total is None else min(total, self.train_subset)
+        if total is not None and self.val_split >= total:
+            raise ValueError(f"val_split {self.val_split} leaves no training images "
+                             f"(the training set has {total}); give fewer")
+        if classes is not None and self.val_split % classes:
+            raise ValueError(f"val_split {self.val_split} does not divide across the "
+                             f"{classes} classes (give a multiple of {classes})")
+        return self
 
 
 class Recipe(_Strict):
@@ -61,8 +95,12 @@ class Recipe(_Strict):
     # off by default: minutes of compilation per run, and not every model compiles
     compile: bool = False
     max_retries: int = Field(0, ge=0)  # re-tries of a diverged run with a new seed offset
-    # evaluate on the test set every N epochs (always after the last): CPU-sized suites
+    # evaluate the validation split (dataset.val_split) every N epochs and after the last;
+    # without a validation split nothing is evaluated during training
     eval_every: int = Field(1, ge=1)
+    # the test set is evaluated once, after the last epoch; test_every: N also evaluates it
+    # every N epochs (test-set curves: an explicit opt-in, flagged in results as test_curve)
+    test_every: int | None = Field(None, ge=1)
     # fine-tuning (mpbench.training.init): train only the classifier (backbone frozen, BN in eval
     # mode) for the first N epochs; resize every batch on the device to input_size² (e.g. 224
     # for ImageNet-pretrained weights; None: the data set's size)
@@ -74,7 +112,8 @@ class Recipe(_Strict):
         # fine-tuning fields at their defaults are left out, so run configs written before
         # they existed keep the same recipe fingerprint (runs.check_existing)
         return _drop_defaults(handler(self), {"freeze_backbone_epochs": 0, "input_size": None,
-                                             "eval_every": 1, "compile": False})
+                                             "eval_every": 1, "compile": False,
+                                             "test_every": None})
 
     @model_validator(mode="after")
     def _milestones_fit(self):
@@ -83,6 +122,13 @@ class Recipe(_Strict):
         if self.warmup_epochs >= self.epochs:
             raise ValueError("warmup_epochs must be shorter than epochs")
         return self
+
+
+class PublishedReference(_Strict):
+    """A published top-1 for exactly this configuration and recipe, with where it comes from."""
+
+    top1: float = Field(gt=0, le=100)  # percent (100 - published error)
+    source: str = Field(min_length=1)  # paper / table / repository, e.g. "He et al. 2016, Table 6"
 
 
 class ModelSpec(_Strict):
@@ -96,11 +142,15 @@ class ModelSpec(_Strict):
     init_mode: Literal["finetune", "upcycle"] = "finetune"  # upcycle: single path -> mp_resnet
     init_strict: bool = False    # error on missing/unexpected/mis-shaped keys (head excepted)
     upcycle_noise: float = Field(0.0, ge=0)  # relative std of noise on upcycled path convs
+    # the published number of this exact configuration (reports print it beside the measured
+    # mean); only for the published model under the standard recipe, never a matched variant
+    reference: PublishedReference | None = None
 
     @model_serializer(mode="wrap")
     def _omit_unset_init(self, handler):
         return _drop_defaults(handler(self), {"init": None, "init_mode": "finetune",
-                                              "init_strict": False, "upcycle_noise": 0.0})
+                                              "init_strict": False, "upcycle_noise": 0.0,
+                                              "reference": None})
 
     @model_validator(mode="after")
     def _init_options_need_init(self):
@@ -126,6 +176,28 @@ class Suite(_Strict):
     models: tuple[ModelSpec, ...]
     plugins: tuple[str, ...] = ()
     description: str = ""
+    # reports: the label every other row of a budget is compared against (besides the best),
+    # and the level below which a difference counts as significant (the best mark, "tied")
+    reference: str | None = None
+    significance_level: float = Field(0.05, gt=0, lt=1)
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_report_fields(self, handler):
+        # report-only fields at their defaults are left out, so suite.json of runs made before
+        # they existed stays the same
+        return _drop_defaults(handler(self), {"reference": None, "significance_level": 0.05})
+
+    @field_validator("reference")
+    @classmethod
+    def _reference_is_a_model(cls, v, info):
+        models = info.data.get("models")
+        if v is not None and models is not None and v not in {m.display for m in models}:
+            labels = [m.display for m in models]
+            close = difflib.get_close_matches(v, labels, n=3)
+            hint = f"did you mean {', '.join(repr(c) for c in close)}?" if close else \
+                f"labels: {', '.join(labels)}"
+            raise ValueError(f"no model is labelled '{v}' ({hint})")
+        return v
 
     @field_validator("name")
     @classmethod

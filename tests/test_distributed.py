@@ -43,12 +43,14 @@ class TinyNet(nn.Module):
 
 
 def _data():
-    return synthetic(num_classes=4, num_train=64, num_test=32, image_size=8)
+    # 8 images held out: the validation loader shards across ranks like the test loader
+    return synthetic(num_classes=4, num_train=72, num_test=32, image_size=8).split_val(8)
 
 
 def _recipe():
     return Recipe(epochs=3, batch_size=16, eval_batch_size=32, lr=0.05, schedule="cosine",
-                  amp="off", deterministic=True)  # crop + flip on: augmentation must agree too
+                  amp="off", deterministic=True,  # crop + flip on: augmentation must agree too
+                  test_every=1)  # test-set curves, to compare every epoch
 
 
 def _free_port() -> int:
@@ -99,9 +101,9 @@ def _worker(rank: int, world: int, port: int, tmp: str) -> None:
 def _close(a: list[dict], b: list[dict]) -> None:
     assert [h["epoch"] for h in a] == [h["epoch"] for h in b]
     for u, v in zip(a, b):
-        for key in ("train_loss", "test_loss", "lr"):
+        for key in ("train_loss", "test_loss", "val_loss", "lr"):
             assert u[key] == pytest.approx(v[key], rel=RTOL, abs=1e-7), (u["epoch"], key)
-        for key in ("train_acc", "test_top1"):  # counts: at most one image apart
+        for key in ("train_acc", "test_top1", "val_top1"):  # counts: at most one image apart
             assert abs(u[key] - v[key]) <= 100 / 32 + 1e-9, (u["epoch"], key)
 
 

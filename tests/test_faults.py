@@ -21,7 +21,7 @@ HERE = Path(__file__).parent
 RUN_IDS = ["cifar_resnet_tiny-s0", "cifar_resnet_tiny-s1"]
 SUITE = """\
 name: faults
-dataset: {name: synthetic, num_classes: 4, num_train: 256, num_test: 64, image_size: 16}
+dataset: {name: synthetic, num_classes: 4, num_train: 256, num_test: 64, image_size: 16, val_split: 32}
 recipe: {epochs: 3, batch_size: 32, eval_batch_size: 64, lr: 0.05, schedule: cosine, deterministic: true}
 seeds: [0, 1]
 models:
@@ -52,7 +52,7 @@ def reference(tmp_path_factory):
 
 
 def _history(run_dir: Path) -> list[tuple]:
-    return [(h["epoch"], h["train_loss"], h["test_top1"])
+    return [(h["epoch"], h["train_loss"], h["val_loss"], h["val_top1"], h["test_top1"])
             for h in json.loads((run_dir / "metrics.json").read_text())]
 
 

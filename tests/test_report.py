@@ -111,7 +111,11 @@ def test_aggregate_mean_std_n_best_and_failed_runs_kept(fake):
     assert m["status"] == "2 done, 1 diverged" and m["best"] and not r["best"]
     w = _by(summary, "wrn_100%", 0.01)  # nothing finished: kept, no accuracy, not best
     assert w["top1_mean"] is None and w["status"] == "1 oom, 1 failed" and not w["best"]
-    assert _by(summary, "wrn_100%", 0.04)["best"] and _by(summary, "resnet", 0.04)["top1_std"] is None
+    assert _by(summary, "resnet", 0.04)["top1_std"] is None
+    # one seed per row at 0.04: no test is possible, so nothing is best and all three are tied
+    assert not any(_by(summary, lab, 0.04)["best"] for lab in ("resnet", "mp_fdcc", "wrn_100%"))
+    assert all(_by(summary, lab, 0.04)["tied_best"] for lab in ("resnet", "mp_fdcc", "wrn_100%"))
+    assert _by(summary, "resnet", 0.04)["vs_best"].test == "none"
 
 
 def test_markdown_csv_latex_rows_and_marks(fake, tmp_path):

@@ -46,6 +46,21 @@ CASES = [
      ["models[0].arg", "unknown key"]),
     ("bad-plugin", suite_text(plugins="[no_such_plugin_module]"), ["plugins[0]", "no_such_plugin_module"]),
     ("unreachable-budget", suite_text(budgets_gmacs="[500.0]"), ["budgets_gmacs", "cifar_resnet_tiny"]),
+    ("reference-no-such-label", suite_text(reference="cifar_resnet_tin"),
+     ["reference", "no model is labelled 'cifar_resnet_tin'", "did you mean 'cifar_resnet_tiny'"]),
+    ("reference-unrelated-label", suite_text(reference="zzz"),
+     ["reference", "'zzz'", "labels: cifar_resnet_tiny"]),
+    ("published-top1-above-100", suite_text(
+        models="\n  - {name: cifar_resnet_tiny, reference: {top1: 120, source: x}}"),
+     ["models[0].reference.top1", "less than or equal to 100"]),
+    ("published-without-source", suite_text(
+        models="\n  - {name: cifar_resnet_tiny, reference: {top1: 90}}"),
+     ["models[0].reference.source", "required"]),
+    ("published-unknown-key", suite_text(
+        models="\n  - {name: cifar_resnet_tiny, reference: {top1: 90, source: x, err: 1}}"),
+     ["models[0].reference.err", "unknown key"]),
+    ("bad-significance-level", suite_text(significance_level="1.5"),
+     ["significance_level", "less than 1"]),
 ]
 
 
@@ -77,3 +92,55 @@ def test_bad_data_root_and_device(tmp_path, capsys):
     assert "--data-root" in capsys.readouterr().err
     assert main(["run", str(path), "--device", "cuda:7", "--out", str(tmp_path / "o")]) in (0, 2)
     assert not (tmp_path / "o").exists() or (tmp_path / "o" / "plan.json").exists()
+
+
+def test_report_fields_keep_old_suite_json_and_fingerprint():
+    """Unset reference/significance_level fields are left out of the dump (suite.json of old
+    runs and run configs compare equal); set ones are kept."""
+    import yaml
+
+    from mpbench.config import parse_suite
+
+    data = yaml.safe_load(suite_text())
+    dumped = parse_suite(data).model_dump(mode="json")
+    assert "reference" not in dumped and "significance_level" not in dumped
+    assert "reference" not in dumped["models"][0]
+    data["reference"] = "cifar_resnet_tiny"
+    data["significance_level"] = 0.01
+    data["models"][0]["reference"] = {"top1": 91.25, "source": "He et al. 2016"}
+    dumped = parse_suite(data).model_dump(mode="json")
+    assert dumped["reference"] == "cifar_resnet_tiny" and dumped["significance_level"] == 0.01
+    assert dumped["models"][0]["reference"] == {"top1": 91.25, "source": "He et al. 2016"}
+
+
+@pytest.mark.parametrize("suite,expected", [
+    # label -> published top-1 = 100 - published error (%), as the suite comments state it
+    ("suites/cifar100.yaml", {"resnet18": 100 - 24.39, "se-resnet18": 100 - 23.56,
+                              "wrn28-10": 100 - 19.25, "resnext29-8x64d": 100 - 17.77}),
+    ("suites/cifar10.yaml", {"resnet20": 100 - 8.75, "resnet56": 100 - 6.97,
+                             "resnet110": 100 - 6.43}),
+])
+def test_paper_suites_published_entries_parse(suite, expected):
+    """The paper suites are all matched entries (no reference attached); the exact published
+    models are given, commented out, as `match: false` entries: uncommented, they validate and
+    carry the published numbers."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    from mpbench.config import load_suite, parse_suite
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / suite).read_text()
+    parsed = load_suite(root / suite)
+    assert parsed.reference == "resnet-depth_w24"
+    assert not any(m.reference for m in parsed.models)
+    block = re.findall(r"^  #   (- \{name:.*(?:\n  #      .*)?)$", text, flags=re.M)
+    entries = [yaml.safe_load(re.sub(r"\n  #     ", "\n     ", b))[0] for b in block]
+    data = yaml.safe_load(text)
+    data["models"] += entries
+    models = {m.display: m for m in parse_suite(data, suite).models}
+    got = {lab: models[lab].reference.top1 for lab in expected}
+    assert got == pytest.approx(expected)
+    assert all(not models[lab].match and models[lab].reference.source for lab in expected)

@@ -40,7 +40,7 @@ from mpbench.errors import UserError
 
 __all__ = ["ModelSpec", "BenchResult", "matmul_peak", "bench_models", "bench_model",
            "machine_info", "parse_model_spec", "TrainStep", "MatmulPeak",
-           "profile_train_step"]
+           "profile_train_step", "run_speed", "device_name"]
 
 
 @dataclass(frozen=True)
@@ -524,3 +524,75 @@ def profile_train_step(spec: ModelSpec | str, *, batch_size: int = 128, budget: 
         _sync(device)
     key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=top)
+
+
+# --------------------------------------------------------------------------- a run's own speed
+
+def device_name(device: str | torch.device) -> str:
+    """What a speed was measured on, in words: the GPU's name, or the CPU model and threads."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and torch.cuda.is_available():
+        return f"{dev} ({torch.cuda.get_device_name(dev)})"
+    return f"{dev} ({machine_info('cpu')['cpu']}, {torch.get_num_threads()} threads)"
+
+
+def run_speed(model: nn.Module, data, recipe, device: str | torch.device, *,
+              batch_size: int | None = None, step_s: float | None = None,
+              budget_s: float = 3.0, repeats: int = 3, warmup: int | None = None) -> dict:
+    """A run's wall-clock axis: training and inference img/s of ``model`` on ``device``,
+    measured as ``mpbench bench`` measures its model-only figures (:class:`TrainStep`: the
+    trainer's step with the recipe's autocast and channels_last, on one fixed batch of the
+    run's own training images; eval-mode no_grad forward; ``warmup`` untimed calls, then the
+    median of ``repeats`` timed blocks).
+
+    ``model`` is trained by the measurement (SGD steps): pass a copy. ``step_s``, the run's
+    own seconds per training step, sizes the blocks so that everything takes about
+    ``budget_s`` (at least one step per block); unknown, one step per block. The training
+    forward is eager even under ``recipe.compile`` (compiling again would cost minutes).
+    Returns the ``speed_*`` fields of a run's result.
+    """
+    from mpbench.data import normalize
+    from mpbench.training.device import autocast_for, use_channels_last
+
+    device = torch.device(device)
+    t_start = time.perf_counter()
+    batch_size = min(int(batch_size or recipe.batch_size), len(data.train_y))
+    if warmup is None:
+        warmup = 3 if device.type == "cuda" else 1
+    blocks = max(1, repeats)
+    # one timed block = steps training steps + steps inference passes (~1/3 of a step each)
+    steps = 1 if not step_s else int(max(1, min(200, budget_s / (blocks * step_s * 4 / 3))))
+    model = model.to(device)
+    channels_last = use_channels_last(recipe.channels_last, model, device)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    x = normalize(data.train_x[:batch_size].to(device), data.mean, data.std)
+    if getattr(recipe, "input_size", None) and x.shape[-1] != recipe.input_size:
+        x = torch.nn.functional.interpolate(x, size=(recipe.input_size,) * 2, mode="bilinear",
+                                            align_corners=False)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = data.train_y[:batch_size].to(device)
+    step = TrainStep(model, device, lambda: autocast_for(device, recipe))
+
+    def train_once():
+        model.train()
+        step(x, y)
+
+    def infer_once():
+        model.eval()
+        with torch.no_grad(), step.autocast_factory():
+            model(x)
+
+    train_t, infer_t = [], []
+    time_steps(train_once, 0, device, warmup)
+    time_steps(infer_once, 0, device, warmup)
+    for _ in range(blocks):
+        train_t.append(time_steps(train_once, steps, device))
+        infer_t.append(time_steps(infer_once, steps, device))
+    model.train()
+    return {"speed_train_img_s": batch_size * steps / _median(train_t),
+            "speed_infer_img_s": batch_size * steps / _median(infer_t),
+            "speed_device": device_name(device), "speed_batch_size": batch_size,
+            "speed_steps": steps, "speed_repeats": blocks,
+            "speed_time_s": time.perf_counter() - t_start}

@@ -12,7 +12,7 @@ import sys
 
 from mpbench.errors import UserError
 
-COMMANDS = ("list", "flops", "run", "status", "report", "analyze", "bench")
+COMMANDS = ("list", "flops", "run", "status", "report", "compare", "analyze", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:

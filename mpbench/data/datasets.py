@@ -48,27 +48,66 @@ class Dataset:
 
     mean: tuple[float, ...] = ()  # per-channel statistics of the training images, in [0, 1]
     std: tuple[float, ...] = ()
+    # the validation split (``split_val``): training images held out, None when there is none
+    val_x: torch.Tensor | None = None
+    val_y: torch.Tensor | None = None
+    val_coarse: torch.Tensor | None = None
 
     def __post_init__(self):
         if not self.mean:
             self.mean, self.std = channel_stats(self.train_x)
 
-    def subset(self, n: int, seed: int = 0) -> "Dataset":
-        """A class-balanced training subset of ``n`` images (the same one for every run)."""
-        if n >= len(self.train_y):
-            return self
+    def _balanced_order(self, seed: int) -> torch.Tensor:
+        """Training indices in round-robin order over the classes, each class shuffled by a
+        generator of its own (``seed``): any prefix is as class-balanced as it can be."""
         g = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(self.train_y), generator=g)
-        # round-robin over classes in shuffled order keeps the subset balanced
         rank = torch.empty_like(order)
         for c in range(self.num_classes):
             idx = order[self.train_y[order] == c]
             rank[idx] = torch.arange(len(idx)) * self.num_classes + c
-        keep = torch.sort(rank).indices[:n].sort().values
+        return torch.sort(rank).indices
+
+    def subset(self, n: int, seed: int = 0) -> "Dataset":
+        """A class-balanced training subset of ``n`` images (the same one for every run)."""
+        if n >= len(self.train_y):
+            return self
+        keep = self._balanced_order(seed)[:n].sort().values
         pick = lambda t: t[keep] if t is not None else None  # noqa: E731
         return Dataset(self.name, self.train_x[keep], self.train_y[keep], self.test_x,
                        self.test_y, self.classes, pick(self.train_coarse), self.test_coarse,
-                       self.coarse_classes, self.mean, self.std)
+                       self.coarse_classes, self.mean, self.std, self.val_x, self.val_y,
+                       self.val_coarse)
+
+    def split_val(self, n: int, seed: int = 0) -> "Dataset":
+        """Hold out ``n`` training images, ``n / num_classes`` of every class, as the
+        validation split; the rest stay the training set (whose channel statistics are
+        recomputed: nothing of the validation images reaches the normalisation).
+
+        The images depend on the training set and ``seed`` only (a generator of their own,
+        never a run's seed), so every run of a suite holds out the same ones.
+        """
+        per_class, rest = divmod(n, self.num_classes)
+        if rest or n >= len(self.train_y):
+            raise DataError(f"dataset.val_split: {n} images cannot be held out of {self.name}'s "
+                            f"{len(self.train_y)} training images in {self.num_classes} classes "
+                            f"(need a multiple of {self.num_classes}, below "
+                            f"{len(self.train_y)})")
+        order = self._balanced_order(seed)
+        held = order[:n]
+        counts = torch.bincount(self.train_y[held], minlength=self.num_classes)
+        if bool((counts != per_class).any()):
+            short = int(torch.argmin(counts))
+            raise DataError(f"dataset.val_split: class {self.classes[short]} has only "
+                            f"{int(counts[short])} training images, {per_class} needed per class")
+        held = held.sort().values
+        keep = order[n:].sort().values
+        pick = lambda t, i: t[i] if t is not None else None  # noqa: E731
+        return Dataset(self.name, self.train_x[keep], self.train_y[keep], self.test_x,
+                       self.test_y, self.classes, pick(self.train_coarse, keep),
+                       self.test_coarse, self.coarse_classes,
+                       val_x=self.train_x[held], val_y=self.train_y[held],
+                       val_coarse=pick(self.train_coarse, held))
 
     @property
     def num_classes(self) -> int:
@@ -293,6 +332,8 @@ def load_dataset(config, data_root: str | Path | None = None) -> Dataset:
     the suite's ``dataset.root`` (relative to the working directory), else
     ``~/.cache/mpbench/data``. For CIFAR it is the folder holding ``cifar-10-batches-py`` /
     ``cifar-100-python``; for an image folder, the folder itself (or one holding its .tar.gz).
+    ``train_subset`` is applied first, then ``val_split`` holds out its validation images from
+    what is left (:meth:`Dataset.split_val`).
     """
     cfg = config if isinstance(config, dict) else config.model_dump()
     name = cfg["name"]
@@ -301,7 +342,11 @@ def load_dataset(config, data_root: str | Path | None = None) -> Dataset:
                          cfg.get("num_test", 256), cfg.get("image_size", 32))
     else:
         data = _load_full(cfg, name, data_root)
-    return data.subset(cfg["train_subset"]) if cfg.get("train_subset") else data
+    if cfg.get("train_subset"):
+        data = data.subset(cfg["train_subset"])
+    if cfg.get("val_split"):  # carved from the training images left after train_subset
+        data = data.split_val(cfg["val_split"], cfg.get("val_seed") or 0)
+    return data
 
 
 def _load_full(cfg: dict, name: str, data_root) -> Dataset:

@@ -5,6 +5,10 @@
   the Pareto front (no other configuration is both cheaper and more accurate) and the budgets.
 * ``top1_vs_params``: the same against parameters (log axis when they span more than 4x).
 * ``curves``: test top-1 per epoch, mean over seeds (band: ± std), one panel per budget.
+* ``top1_vs_train_speed`` / ``top1_vs_infer_speed`` (results with ``speed_*`` columns): mean
+  top-1 against the images/s ``mpbench bench`` measured on the run's device after training.
+* ``time_to_accuracy`` (the same results): top-1 of every run against its cumulative training
+  wall-clock (``epoch_time_s`` in metrics.json).
 * ``path_usage_<label>``: mean path usage per superclass (or class) and layer of a trained
   multi-path network, from :mod:`mpbench.report.analyze`'s stored CSV.
 
@@ -129,12 +133,76 @@ def _accuracy_plot(summary: list[dict], styles: dict, xkey: str, budgets: list[f
     return fig
 
 
-def _mean_curve(histories: list[list[dict]]) -> tuple[list[int], list[float], list[float]]:
+def _speed_plot(summary: list[dict], styles: dict, xkey: str, xlabel: str, ylabel: str,
+                title: str):
+    """Mean top-1 against a measured speed (more is better: no Pareto step here)."""
+    fig, ax = plt.subplots(figsize=(9.0, 5.0))
+    for label in _legend_order(summary, styles):
+        mine = sorted((a for a in summary if a["label"] == label and a[xkey]
+                       and a["top1_mean"] is not None), key=lambda a: a[xkey])
+        if not mine:
+            continue
+        st = styles[label]
+        ax.errorbar([a[xkey] for a in mine], [a["top1_mean"] for a in mine],
+                    yerr=[a["top1_std"] or 0.0 for a in mine], color=st["color"],
+                    marker=st["marker"], ls="-" if len(mine) > 1 else "none", lw=1.0, ms=6,
+                    capsize=3, label=f"{label} ({st['family']})", alpha=0.9)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3, which="both")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def _time_to_accuracy_plot(rs, summary: list[dict], styles: dict, key: str, ylabel: str,
+                           title: str):
+    """Every run's top-1 against its cumulative training wall-clock (one line per seed)."""
+    fig, ax = plt.subplots(figsize=(9.0, 5.0))
+    handles = {}
+    for a in sorted(summary, key=lambda a: (styles[a["label"]]["family"], a["label"],
+                                            a["budget_gmacs"] or 0.0)):
+        st = styles[a["label"]]
+        for run_id in a["run_ids"]:
+            t, xs, ys = 0.0, [], []
+            for m in rs.metrics.get(run_id) or []:
+                if m.get("epoch_time_s") is None:
+                    continue
+                t += float(m["epoch_time_s"])
+                if m.get(key) is not None:
+                    xs.append(t / 60.0)
+                    ys.append(float(m[key]))
+            if xs:
+                (line,) = ax.plot(xs, ys, color=st["color"], ls=st["ls"], lw=1.0,
+                                  marker=st["marker"] if len(xs) <= 12 else None, ms=3,
+                                  alpha=0.8)
+                handles.setdefault(a["label"], line)
+    ax.set_xlabel("cumulative training wall-clock (min; evaluation excluded)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    order = [lab for lab in _legend_order(summary, styles) if lab in handles]
+    ax.legend([handles[lab] for lab in order],
+              [f"{lab} ({styles[lab]['family']})" for lab in order],
+              loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def curve_key(rs, run_ids) -> str:
+    """``val_top1`` when the runs recorded a validation split per epoch, else ``test_top1``."""
+    return "val_top1" if any(m.get("val_top1") is not None for r in run_ids
+                             for m in rs.metrics.get(r) or []) else "test_top1"
+
+
+def _mean_curve(histories: list[list[dict]], key: str = "test_top1"
+                ) -> tuple[list[int], list[float], list[float]]:
     by_epoch: dict[int, list[float]] = {}
     for h in histories:
         for m in h:
-            if m.get("test_top1") is not None:
-                by_epoch.setdefault(int(m["epoch"]), []).append(float(m["test_top1"]))
+            if m.get(key) is not None:
+                by_epoch.setdefault(int(m["epoch"]), []).append(float(m[key]))
     epochs = sorted(by_epoch)
     means = [math.fsum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
     stds = []
@@ -144,7 +212,7 @@ def _mean_curve(histories: list[list[dict]]) -> tuple[list[int], list[float], li
     return epochs, means, stds
 
 
-def _curves_plot(rs, summary: list[dict], styles: dict, title: str):
+def _curves_plot(rs, summary: list[dict], styles: dict, title: str, key: str = "test_top1"):
     budgets = []
     for a in summary:
         if a["budget_gmacs"] not in budgets:
@@ -156,7 +224,7 @@ def _curves_plot(rs, summary: list[dict], styles: dict, title: str):
         for a in sorted((a for a in summary if a["budget_gmacs"] == b),
                         key=lambda a: (styles[a["label"]]["family"], a["label"])):
             hist = [rs.metrics[r] for r in a["run_ids"] if rs.metrics.get(r)]
-            epochs, means, stds = _mean_curve(hist)
+            epochs, means, stds = _mean_curve(hist, key)
             if not epochs:
                 continue
             st = styles[a["label"]]
@@ -171,7 +239,8 @@ def _curves_plot(rs, summary: list[dict], styles: dict, title: str):
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-    axes[0][0].set_ylabel("test top-1 (%), mean over seeds")
+    axes[0][0].set_ylabel(("validation" if key == "val_top1" else "test")
+                          + " top-1 (%), mean over seeds")
     order = [lab for lab in _legend_order(summary, styles) if lab in handles]
     fig.legend([handles[lab] for lab in order],
                [f"{lab} ({styles[lab]['family']})" for lab in order],
@@ -249,11 +318,43 @@ def make_figures(rs, summary: list[dict], analyses: list[dict], fig_dir: Path) -
                 fig = _accuracy_plot(rows, styles, "params", [], f"Top-1 vs parameters{on}")
                 entries.append({"title": f"Top-1 vs parameters{on}",
                                 "files": _save(fig, fig_dir, f"top1_vs_params{sfx}")})
-            if any(rs.metrics.get(r) for a in rows for r in a["run_ids"]):
-                fig = _curves_plot(rs, rows, styles, f"Test accuracy during training{on}")
-                entries.append({"title": f"Test accuracy curves{on}",
+            run_ids = [r for a in rows for r in a["run_ids"]]
+            key = curve_key(rs, run_ids)
+            split = "validation" if key == "val_top1" else "test"
+            flag = ("" if key == "val_top1" else
+                    " These curves are on the **test set** (the runs have no validation "
+                    "split): read them, do not choose epochs or settings from them.")
+            if any(rs.metrics.get(r) for r in run_ids):
+                fig = _curves_plot(rs, rows, styles,
+                                   f"{split.capitalize()} accuracy during training{on}", key)
+                entries.append({"title": f"{split.capitalize()} accuracy curves{on}",
                                 "files": _save(fig, fig_dir, f"curves{sfx}"),
-                                "caption": "Mean over seeds; shaded: ± std."})
+                                "caption": "Mean over seeds; shaded: ± std." + flag})
+            if any(a.get("speed_train_img_s") or a.get("speed_infer_img_s") for a in rows):
+                devices = sorted({a["speed_device"] for a in rows if a.get("speed_device")})
+                dev = ", ".join(devices) or "the run's device"
+                ylab = f"{rows[0].get('split') or 'test'} top-1 (%), mean ± std over seeds"
+                for k, what, stem in (("speed_train_img_s", "training", "train"),
+                                      ("speed_infer_img_s", "inference", "infer")):
+                    if not any(a.get(k) for a in rows):
+                        continue
+                    fig = _speed_plot(rows, styles, k, f"{what} images/s on {dev} "
+                                      "(mpbench bench, after training)", ylab,
+                                      f"Top-1 vs {what} speed{on}")
+                    entries.append({"title": f"Top-1 vs {what} speed{on}",
+                                    "files": _save(fig, fig_dir, f"top1_vs_{stem}_speed{sfx}"),
+                                    "caption": "Equal MACs are not equal speed: right is faster. "
+                                               "Colour: family; error bars: std over seeds."})
+                if any(m.get("epoch_time_s") is not None for r in run_ids
+                       for m in rs.metrics.get(r) or []):
+                    fig = _time_to_accuracy_plot(rs, rows, styles, key,
+                                                 f"{split} top-1 (%)",
+                                                 f"Time to accuracy{on}")
+                    entries.append({"title": f"Time to accuracy{on}",
+                                    "files": _save(fig, fig_dir, f"time_to_accuracy{sfx}"),
+                                    "caption": f"{split.capitalize()} top-1 of every run (one "
+                                               "line per seed) against its cumulative training "
+                                               "wall-clock (metrics.json epoch_time_s)." + flag})
         for an in analyses:
             a = an["summary"]
             stem = f"path_usage_{_slug(a['label'])}_b{fmt(a['budget_gmacs'])}"

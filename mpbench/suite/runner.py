@@ -41,9 +41,14 @@ from mpbench.storage import (atomic_write_json, atomic_write_text, is_disk_full,
 
 RESULT_COLUMNS = [
     "suite", "run_id", "model", "label", "family", "budget_gmacs", "gmacs", "params",
-    "deviation", "knob", "knob_value", "seed", "epochs", "top1", "top5", "train_time_s",
-    "img_per_s", "status", "dataset", "device", "finished_at",
+    "deviation", "knob", "knob_value", "seed", "epochs", "top1", "top5", "val_top1", "val_top5",
+    "train_images", "val_images", "test_images", "test_evals", "test_curve", "train_time_s",
+    "img_per_s", "speed_train_img_s", "speed_infer_img_s", "speed_batch_size", "speed_device",
+    "status", "dataset", "device", "finished_at",
 ]
+#: the longest a run's own speed measurement may take, and its share of the run's training time
+SPEED_MAX_S = 3.0
+SPEED_SHARE = 0.02
 
 
 def run_config(plan: RunPlan, suite: Suite, source: str | None = None) -> dict:
@@ -155,9 +160,16 @@ def result_row(config: dict, status: str, history: list[dict], train_time_s: flo
     last = history[-1] if history else {}
     speeds = [h["img_per_s"] for h in history]
     row = {k: config.get(k) for k in RESULT_COLUMNS if k in config}
+    val = [h for h in history if h.get("val_top1") is not None]
+    tests = [h for h in history if h.get("test_top1") is not None]
     row.update(
         dataset=config["dataset"]["name"], epochs=last.get("epoch", 0),
-        top1=last.get("test_top1"), top5=last.get("test_top5"), train_time_s=train_time_s,
+        top1=last.get("test_top1"), top5=last.get("test_top5"),  # the test set, after the last epoch
+        val_top1=val[-1]["val_top1"] if val else None,  # the validation split, after the last epoch
+        val_top5=val[-1]["val_top5"] if val else None,
+        val_images=config["dataset"].get("val_split") or 0,
+        # how often the test set was evaluated: more than once means the run has test-set curves
+        test_evals=len(tests), test_curve=len(tests) > 1, train_time_s=train_time_s,
         img_per_s=sorted(speeds)[len(speeds) // 2] if speeds else None, status=status,
         device=device, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     if error:
@@ -204,6 +216,8 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
             atomic_write_json(run_dir / "metrics.json", history, durable=False)
             test = (f"top1 {m['test_top1']:.2f} top5 {m['test_top5']:.2f} "
                     if m["test_top1"] is not None else "")
+            if m.get("val_top1") is not None:
+                test = f"val top1 {m['val_top1']:.2f} " + (f"test {test}" if test else "")
             note(f"epoch {m['epoch']}/{suite.recipe.epochs} loss {m['train_loss']:.3f} {test}"
                  f"{m['img_per_s']:.0f} img/s")
 
@@ -216,6 +230,7 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
                         progress=progress, desc=plan.run_id,
                         callbacks=recipe_callbacks(suite.recipe))
             row = result_row(config, "done", res.history, res.train_time_s, str(device))
+            row.update(measure_speed(plan, model, data, suite, device, res, note))
             break
         except Diverged as exc:
             note(f"diverged: {exc}" + (f"; retry {attempt + 1}/{retries}" if attempt < retries else ""))
@@ -230,6 +245,7 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
             row = result_row(config, "oom", history, 0.0, str(device), str(exc).split("\n")[0])
             break
     row.update(init_result_fields(run_dir))  # what the run started from, if not from scratch
+    row.update(train_images=len(data.train_y), test_images=len(data.test_y))
     if world_size() > 1:
         row["world_size"] = world_size()
     if is_main() and row["status"] == "oom":  # memory depends on the machine: not final
@@ -239,6 +255,48 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
         (run_dir / "failure.json").unlink(missing_ok=True)
         _log(run_dir, f"finished: {row['status']}, top1 {row['top1']}")
     return row
+
+
+def measure_speed(plan: RunPlan, model: torch.nn.Module, data, suite: Suite,
+                  device: torch.device, res, note: Callable[[str], None]) -> dict:
+    """The run's wall-clock axis (:func:`mpbench.bench.run_speed`), after its last checkpoint
+    and metrics are written: a fresh copy of the architecture with the trained weights, the
+    run's batch size and device, sized from its own seconds per step to at most
+    ``SPEED_SHARE`` of its training time and ``SPEED_MAX_S`` seconds (one step per block at
+    least). Every RNG is saved and restored around it, so nothing after it draws differently.
+    Under torchrun only rank 0 measures (its own device, the per-rank batch): the other ranks
+    go on to the next run's first collective. A failure costs the speed fields, not the run."""
+    from mpbench.bench import run_speed
+    from mpbench.registry import create_model
+    from mpbench.training.distributed import is_main, shard_batch_size, unwrap
+    from mpbench.training.trainer import rng_state, set_rng_state
+
+    empty = dict.fromkeys(("speed_train_img_s", "speed_infer_img_s", "speed_batch_size",
+                           "speed_device"))
+    if not is_main():
+        return empty
+    batch = shard_batch_size(suite.recipe.batch_size)
+    epoch_s = sorted(h["epoch_time_s"] for h in res.history)
+    steps_per_epoch = max(1, len(data.train_y) // suite.recipe.batch_size)
+    step_s = epoch_s[len(epoch_s) // 2] / steps_per_epoch if epoch_s else None
+    budget = min(SPEED_MAX_S, SPEED_SHARE * res.train_time_s)
+    state = rng_state()
+    try:
+        copy = create_model(plan.model, **plan.args)
+        copy.load_state_dict(unwrap(model).state_dict())
+        speed = run_speed(copy, data, suite.recipe, device, batch_size=batch, step_s=step_s,
+                          budget_s=budget)
+    except Exception as exc:  # an OOM at the end of a finished run must not lose the run
+        note(f"speed measurement failed ({type(exc).__name__}: {exc}); speed fields left empty")
+        return empty
+    finally:
+        set_rng_state(state)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    note(f"speed: train {speed['speed_train_img_s']:.0f} img/s, infer "
+         f"{speed['speed_infer_img_s']:.0f} img/s at batch {speed['speed_batch_size']} "
+         f"({speed['speed_steps']} steps x {speed['speed_repeats']}, {speed['speed_time_s']:.2f}s)")
+    return speed
 
 
 def collect_results(out: Path) -> list[dict]:

@@ -4,8 +4,9 @@ The trainer (:func:`mpbench.training.trainer.train`) knows nothing of fine-tunin
 each callback's hooks at fixed points, the way Lightning's callbacks keep such concerns out of
 the loop:
 
-- ``on_loaders(train_loader, eval_loader) -> (train_loader, eval_loader)`` once, before the
-  first epoch (e.g. resize the inputs);
+- ``on_loaders(train_loader, eval_loader) -> (train_loader, eval_loader)`` before the first
+  epoch, once per evaluation split (test, then the validation split if there is one; the
+  training loader returned by the first call is the one used), e.g. resize the inputs;
 - ``on_epoch_start(model, optimizer, epoch)`` after ``model.train()`` at every epoch (e.g.
   freeze the backbone for the first epochs).
 

@@ -93,8 +93,9 @@ def loss_fn(model: nn.Module, out: torch.Tensor, y: torch.Tensor, smoothing: flo
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader, autocast) -> dict:
-    """Test loss, top-1 and top-5 (percent) over every test image once."""
+def evaluate(model: nn.Module, loader: BatchLoader, autocast, split: str = "test") -> dict:
+    """Loss, top-1 and top-5 (percent) over every image of ``loader`` once, as
+    ``<split>_loss``, ``<split>_top1``, ``<split>_top5`` (split: test or val)."""
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=loader.device)
     correct1 = torch.zeros((), dtype=torch.int64, device=loader.device)
@@ -113,8 +114,34 @@ def evaluate(model: nn.Module, loader: BatchLoader, autocast) -> dict:
     from mpbench.training.distributed import all_reduce_sum  # each rank saw its share: sum them
     loss_sum, correct1, correct5, n = all_reduce_sum(loss_sum, correct1, correct5, torch.tensor(n))
     n = int(n)
-    return {"test_loss": loss_sum.item() / n, "test_top1": 100.0 * correct1.item() / n,
-            "test_top5": 100.0 * correct5.item() / n}
+    return {f"{split}_loss": loss_sum.item() / n, f"{split}_top1": 100.0 * correct1.item() / n,
+            f"{split}_top5": 100.0 * correct5.item() / n}
+
+
+def not_evaluated(split: str) -> dict:
+    return {f"{split}_loss": None, f"{split}_top1": None, f"{split}_top5": None}
+
+
+def make_val_loader(data: Dataset, recipe: Recipe, device: torch.device,
+                    channels_last: bool) -> BatchLoader | None:
+    """The validation split's loader (None without one), sharded across ranks like the test
+    loader: each rank evaluates a contiguous chunk and :func:`evaluate` sums the counts."""
+    if getattr(data, "val_x", None) is None:
+        return None
+    from mpbench.training.distributed import rank, world_size
+    return BatchLoader(data.val_x, data.val_y, recipe.eval_batch_size, train=False,
+                       mean=data.mean, std=data.std, device=device,
+                       channels_last=channels_last, shard=(rank(), world_size()))
+
+
+def evaluates(recipe: Recipe, epoch: int, has_val: bool) -> tuple[bool, bool]:
+    """(validation, test) evaluated after ``epoch`` (1-based)? The validation split every
+    ``eval_every`` epochs and after the last; the test set after the last epoch only, unless
+    ``test_every`` asks for test-set curves."""
+    last = epoch == recipe.epochs
+    val = has_val and (epoch % recipe.eval_every == 0 or last)
+    test = last or (recipe.test_every is not None and epoch % recipe.test_every == 0)
+    return val, test
 
 
 def make_loaders(data: Dataset, recipe: Recipe, device: torch.device, seed: int,
@@ -153,8 +180,12 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
                           nesterov=recipe.nesterov and recipe.momentum > 0,
                           weight_decay=recipe.weight_decay)
     train_loader, test_loader = make_loaders(data, recipe, device, seed, channels_last)
+    val_loader = make_val_loader(data, recipe, device, channels_last)
     for cb in callbacks:
-        train_loader, test_loader = cb.on_loaders(train_loader, test_loader)
+        resized_train, test_loader = cb.on_loaders(train_loader, test_loader)
+        if val_loader is not None:  # the validation split is fed as the test set is
+            _, val_loader = cb.on_loaders(train_loader, val_loader)
+        train_loader = resized_train
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         from mpbench.errors import UserError
@@ -204,10 +235,10 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
         train_s = time.perf_counter() - t0
         t1 = time.perf_counter()
         loss_sum, correct, seen = ddp.end_of_epoch(model, loss_sum, correct, seen)  # global
-        if (epoch + 1) % recipe.eval_every == 0 or epoch + 1 == recipe.epochs:
-            metrics = evaluate(model, test_loader, autocast)
-        else:
-            metrics = {"test_loss": None, "test_top1": None, "test_top5": None}
+        do_val, do_test = evaluates(recipe, epoch + 1, val_loader is not None)
+        metrics = {**(evaluate(model, test_loader, autocast) if do_test else not_evaluated("test")),
+                   **(evaluate(model, val_loader, autocast, "val") if do_val
+                      else not_evaluated("val"))}
         result.train_time_s += train_s
         metrics = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
                    "train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen,
