@@ -26,9 +26,11 @@ untrained and is reported as mis-shaped).
 ``init_mode: upcycle`` builds a multi-path ``mp_resnet`` from a trained single-path
 ``CifarResNet`` of the same depth and per-path width
 (:func:`mpbench.models.mp_resnet.load_single_path`): the weights go into every path, routing
-starts neutral, and the upcycled network computes the single-path function at init;
-``upcycle_noise`` (relative std of the noise on the path convolutions) breaks the symmetry of
-the identical paths.
+starts neutral, and the upcycled network computes the single-path function at init up to
+``upcycle_noise`` (relative std of the noise on the path convolutions, default
+``mp_resnet.UPCYCLE_NOISE`` = 0.01), which breaks the symmetry of the identical paths.
+Without it every gate value gets the same gradient and the gates never move, so planning
+refuses ``upcycle_noise: 0`` for a routed model (:func:`check_init`).
 
 The training side (``Recipe.freeze_backbone_epochs``, ``Recipe.input_size``) is
 :func:`freeze_backbone` and :func:`resize_batches`, called from :func:`mpbench.train.train`.
@@ -50,7 +52,7 @@ from mpbench.errors import UserError
 
 __all__ = ["InitError", "InitSource", "resolve_source", "load_source_state", "apply_init",
            "check_init", "init_run", "init_config", "init_result_fields", "spec_for",
-           "freeze_backbone", "resize_batches", "head_keys"]
+           "freeze_backbone", "resize_batches", "head_keys", "upcycle_noise"]
 
 TIMM_PREFIX = "timm:"
 INIT_FILE = "init.json"
@@ -317,7 +319,7 @@ def single_from_state(src: dict[str, torch.Tensor], spec: str = "init") -> nn.Mo
 
 
 def upcycle_init(model: nn.Module, source: InitSource, src: dict[str, torch.Tensor],
-                 noise: float = 0.0, seed: int = 0) -> dict:
+                 noise: float | None = None, seed: int = 0) -> dict:
     from mpbench.baselines.resnet import CifarResNet
     from mpbench.models.mp_resnet import MPResNet, load_single_path
 
@@ -341,6 +343,7 @@ def upcycle_init(model: nn.Module, source: InitSource, src: dict[str, torch.Tens
     if single.num_classes != model.num_classes:
         head = f"replaced ({single.num_classes} -> {model.num_classes} classes)"
         single.reset_classifier(model.num_classes)
+    noise = upcycle_noise(noise)
     gen = torch.Generator().manual_seed(seed)
     try:
         load_single_path(model, single, noise_std=noise, generator=gen)
@@ -352,9 +355,17 @@ def upcycle_init(model: nn.Module, source: InitSource, src: dict[str, torch.Tens
             "noise": noise, "gates_neutral": len(gates)}
 
 
+def upcycle_noise(noise: float | None) -> float:
+    """``upcycle_noise`` as used: None (not given) is ``mp_resnet.UPCYCLE_NOISE``."""
+    from mpbench.models.mp_resnet import UPCYCLE_NOISE
+
+    return UPCYCLE_NOISE if noise is None else float(noise)
+
+
 def apply_init(model: nn.Module, init: str, *, mode: str = "finetune", strict: bool = False,
-               noise: float = 0.0, seed: int = 0) -> dict:
-    """Initialise ``model`` in place from ``init``; returns the report (see module doc)."""
+               noise: float | None = None, seed: int = 0) -> dict:
+    """Initialise ``model`` in place from ``init``; returns the report (see module doc).
+    ``noise`` (upcycle only): None is :data:`~mpbench.models.mp_resnet.UPCYCLE_NOISE`."""
     source = resolve_source(init)
     src = load_source_state(source)
     if mode == "upcycle":
@@ -391,8 +402,9 @@ def init_config(spec) -> dict:
     """What goes into a run's config.json about its start (empty from scratch)."""
     if spec is None or spec.init is None:
         return {}
+    noise = upcycle_noise(spec.upcycle_noise) if spec.init_mode == "upcycle" else 0.0
     return {"init": {"source": spec.init, "mode": spec.init_mode, "strict": spec.init_strict,
-                     "upcycle_noise": spec.upcycle_noise}}
+                     "upcycle_noise": noise}}
 
 
 def check_init(spec, args: dict, field: str) -> None:
@@ -407,6 +419,11 @@ def check_init(spec, args: dict, field: str) -> None:
                    noise=spec.upcycle_noise)
     except UserError as exc:
         raise SuiteError(f"{field}: {exc}") from None
+    if (spec.init_mode == "upcycle" and upcycle_noise(spec.upcycle_noise) == 0
+            and getattr(model, "route", "none") != "none"):
+        base = field[:-len(".init")] if field.endswith(".init") else field
+        raise SuiteError(f"{base}.upcycle_noise: 0 leaves a routed model's paths identical, so "
+                         f"its gates never move (use > 0, or route: none)")
 
 
 def init_run(model: nn.Module, spec, seed: int, run_dir: Path,
