@@ -141,7 +141,10 @@ class ModelSpec(_Strict):
     init: str | None = None
     init_mode: Literal["finetune", "upcycle"] = "finetune"  # upcycle: single path -> mp_resnet
     init_strict: bool = False    # error on missing/unexpected/mis-shaped keys (head excepted)
-    upcycle_noise: float = Field(0.0, ge=0)  # relative std of noise on upcycled path convs
+    # relative std of noise on upcycled path convs; None: mpbench.models.mp_resnet.UPCYCLE_NOISE
+    # (0 keeps the paths identical: refused at planning for a routed model, whose gates could
+    # then never move)
+    upcycle_noise: float | None = Field(None, ge=0)
     # the published number of this exact configuration (reports print it beside the measured
     # mean); only for the published model under the standard recipe, never a matched variant
     reference: PublishedReference | None = None
@@ -149,15 +152,15 @@ class ModelSpec(_Strict):
     @model_serializer(mode="wrap")
     def _omit_unset_init(self, handler):
         return _drop_defaults(handler(self), {"init": None, "init_mode": "finetune",
-                                              "init_strict": False, "upcycle_noise": 0.0,
+                                              "init_strict": False, "upcycle_noise": None,
                                               "reference": None})
 
     @model_validator(mode="after")
     def _init_options_need_init(self):
         if self.init is None and (self.init_mode != "finetune" or self.init_strict
-                                  or self.upcycle_noise):
+                                  or self.upcycle_noise is not None):
             raise ValueError("init_mode, init_strict and upcycle_noise need an init: source")
-        if self.upcycle_noise and self.init_mode != "upcycle":
+        if self.upcycle_noise is not None and self.init_mode != "upcycle":
             raise ValueError("upcycle_noise applies to init_mode: upcycle only")
         return self
 

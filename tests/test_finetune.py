@@ -251,7 +251,7 @@ def test_upcycled_logits_equal_single_path_at_init(paths, route, norm, merge, tm
     torch.save({"model": single.state_dict()}, tmp_path / "single.pt")
     mp = create_model("mp_resnet_tiny", num_classes=5, width=8, paths=paths, route=route,
                       norm=norm, merge=merge)
-    report = apply_init(mp, str(tmp_path / "single.pt"), mode="upcycle")
+    report = apply_init(mp, str(tmp_path / "single.pt"), mode="upcycle", noise=0)
     assert report["paths"] == paths and report["missing"] == []
     mp.eval()
     x = torch.randn(4, 3, 16, 16)
@@ -272,6 +272,46 @@ def test_upcycle_noise_breaks_symmetry_deterministically(tmp_path):
         assert not torch.equal(w[:w.shape[0] // 2], w[w.shape[0] // 2:])
         outs.append(w.clone())
     assert torch.equal(outs[0], outs[1]) and not torch.equal(outs[0], outs[2])
+
+
+def test_upcycle_noise_defaults_to_breaking_the_symmetry(tmp_path):
+    from mpbench.suite.starts import init_config
+    from mpbench.models.mp_resnet import UPCYCLE_NOISE
+
+    single = _randomised_single()
+    torch.save(single.state_dict(), tmp_path / "single.pt")
+    mp = create_model("mp_resnet_tiny", num_classes=5, width=8, paths=2)
+    report = apply_init(mp, str(tmp_path / "single.pt"), mode="upcycle")  # no noise given
+    assert report["noise"] == UPCYCLE_NOISE > 0
+    w = mp.get_submodule("stages.1.0.conv1").weight
+    assert not torch.equal(w[:w.shape[0] // 2], w[w.shape[0] // 2:])
+    path = ft_suite(tmp_path, f"  - {{name: mp_resnet_tiny, args: {{width: 8, paths: 2}}, "
+                              f"init: {tmp_path / 'single.pt'}, init_mode: upcycle, match: false}}")
+    suite = load_suite(path)
+    assert suite.models[0].upcycle_noise is None
+    assert init_config(suite.models[0])["init"]["upcycle_noise"] == UPCYCLE_NOISE  # config.json
+    plan_suite(suite, str(path))
+
+
+def test_zero_upcycle_noise_is_refused_for_a_routed_model_at_planning(tmp_path):
+    single = _randomised_single()
+    torch.save(single.state_dict(), tmp_path / "single.pt")
+    entry = (f"  - {{name: mp_resnet_tiny, args: {{width: 8, paths: 2, route: ROUTE}}, "
+             f"init: {tmp_path / 'single.pt'}, init_mode: upcycle, upcycle_noise: 0, "
+             f"match: false}}")
+    for route in ("fdcc", "static", "cross_pred"):
+        path = ft_suite(tmp_path, entry.replace("ROUTE", route))
+        with pytest.raises(SuiteError, match=r"ft\.yaml: models\[0\]\.upcycle_noise: 0 leaves a "
+                                             r"routed model's paths identical"):
+            plan_suite(load_suite(path), str(path))
+    path = ft_suite(tmp_path, entry.replace("ROUTE", "none"))  # an ensemble may start exact
+    plan_suite(load_suite(path), str(path))
+
+
+def test_one_path_with_a_route_is_a_suite_error(tmp_path):
+    path = ft_suite(tmp_path, "  - {name: mp_resnet_tiny, args: {width: 4, paths: 1}, match: false}")
+    with pytest.raises(SuiteError, match=r"models\[0\]\.args: .*route: fdcc needs paths >= 2"):
+        plan_suite(load_suite(path), str(path))
 
 
 def test_upcycle_errors_are_one_line(tmp_path):

@@ -54,13 +54,34 @@ def test_one_path_is_the_single_path_resnet(form, path_conv):
     make_single, make_mp = SINGLE_FORMS[form]
     torch.manual_seed(0)
     single = randomize(make_single()).eval()
-    mp = make_mp(paths=1, route="fdcc", path_conv=path_conv)
+    mp = make_mp(paths=1, route="none", path_conv=path_conv)
     assert set(mp.state_dict()) == set(single.state_dict())  # no gates, same names
     assert not mp.gates()
-    load_single_path(mp, single)
+    load_single_path(mp, single, noise_std=0)
     mp.eval()
     x = torch.randn(3, 3, 16, 16)
     assert_close(mp(x), single(x), rtol=0, atol=0)  # same ops on same weights: bitwise
+
+
+@pytest.mark.parametrize("form", list(SINGLE_FORMS))
+def test_one_path_starts_from_the_single_path_weights_under_the_same_seed(form):
+    make_single, make_mp = SINGLE_FORMS[form]
+    torch.manual_seed(0)
+    single = make_single().state_dict()
+    after_single = torch.rand(4)
+    torch.manual_seed(0)
+    mp = make_mp(paths=1, route="none").state_dict()
+    assert torch.equal(torch.rand(4), after_single)  # the same random numbers drawn
+    assert list(mp) == list(single)
+    for name, value in single.items():
+        assert torch.equal(mp[name], value), name
+
+
+@pytest.mark.parametrize("route", ["static", "fdcc", "cross_pred"])
+def test_one_path_with_a_route_is_refused_not_rewritten(route):
+    with pytest.raises(ValueError, match=f"route: {route} needs paths >= 2"):
+        tiny(paths=1, route=route)
+    assert tiny(paths=1, route="none").route == "none"
 
 
 UPCYCLE = [
@@ -85,12 +106,24 @@ def test_upcycled_network_computes_the_single_path_function(cfg):
     for gate in mp.gates().values():
         for p in gate.parameters():
             p.data.normal_()
-    load_single_path(mp, single).eval()
+    load_single_path(mp, single, noise_std=0).eval()
     x = torch.randn(2, 3, 16, 16)
     assert_close(mp(x), single(x))
     # noise breaks the symmetry between paths, and so the equality
     load_single_path(mp, single, noise_std=0.5, generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(mp(x), single(x), atol=1e-4)
+
+
+def test_upcycling_breaks_the_symmetry_by_default():
+    torch.manual_seed(1)
+    single = randomize(resnet_by_depth(8, width=4, num_classes=10)).eval()
+    mp = load_single_path(tiny(paths=2, route="fdcc"), single).eval()  # default noise
+    w = mp.stages[0][0].conv1.weight
+    assert not torch.equal(w[:4], w[4:])  # the two paths differ
+    x = torch.randn(8, 3, 16, 16)
+    ref, out = single(x), mp(x)
+    rel = ((out - ref).norm() / ref.norm()).item()
+    assert 0 < rel < 0.05, rel  # but the function is still (nearly) the single-path one
 
 
 def test_upcycling_rejects_a_mismatched_network():
@@ -234,5 +267,67 @@ def test_macs_grow_with_width_and_match_single_path_at_one_path():
     macs = [fvcore_counts(mp_resnet_by_depth(8, width=w, paths=4, num_classes=10))[0]
             for w in (2, 4, 6)]
     assert macs[0] < macs[1] < macs[2]
-    one = fvcore_counts(mp_resnet_by_depth(8, width=8, paths=1, num_classes=10))[0]
+    one = fvcore_counts(mp_resnet_by_depth(8, width=8, paths=1, route="none", num_classes=10))[0]
     assert one == fvcore_counts(resnet_by_depth(8, width=8, num_classes=10))[0]
+
+
+# --------------------------------------------------------------------------- P > 1, every form
+# bottleneck and four-stage networks, not only the basic three-stage one
+
+@pytest.mark.parametrize("form", list(SINGLE_FORMS))
+@pytest.mark.parametrize("route", ["none", "fdcc"])
+def test_multi_path_grouped_and_loop_agree_in_every_form(form, route):
+    _, make_mp = SINGLE_FORMS[form]
+    torch.manual_seed(0)
+    model = randomize(make_mp(paths=3, route=route)).train()
+    for g in model.gates().values():  # off the input-independent init
+        for p in g.parameters():
+            p.data.normal_()
+    x = torch.randn(4, 3, 16, 16)
+    results = []
+    for impl in ("grouped", "loop"):
+        model.set_path_conv(impl)
+        model.zero_grad()
+        out = model(x)
+        out.square().mean().backward()
+        results.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
+    assert_close(results[0][0], results[1][0])
+    for name, g in results[0][1].items():
+        assert_close(g, results[1][1][name], msg=name)
+
+
+@pytest.mark.parametrize("form", list(SINGLE_FORMS))
+@pytest.mark.parametrize("cfg", [dict(paths=3, route="none"), dict(paths=2, route="fdcc"),
+                                 dict(paths=4, route="cross_pred", norm="sigmoid")],
+                         ids=lambda c: f"{c['paths']}-{c['route']}")
+def test_upcycling_is_exact_in_every_form(form, cfg):
+    make_single, make_mp = SINGLE_FORMS[form]
+    torch.manual_seed(1)
+    single = randomize(make_single()).eval()
+    mp = randomize(make_mp(**cfg), seed=5)
+    for g in mp.gates().values():
+        for p in g.parameters():
+            p.data.normal_()
+    load_single_path(mp, single, noise_std=0).eval()
+    x = torch.randn(2, 3, 16, 16)
+    assert_close(mp(x), single(x))
+
+
+@pytest.mark.parametrize("form", list(SINGLE_FORMS))
+def test_route_none_isolates_paths_in_every_form(form):
+    _, make_mp = SINGLE_FORMS[form]
+    torch.manual_seed(0)
+    model = randomize(make_mp(paths=3, route="none")).eval()
+    P, C = 3, model.stem[0].out_channels
+    x = torch.randn(2, P * C, 16, 16)
+    with torch.no_grad():
+        ref = model.stages(x).view(2, P, -1)
+        for k in range(P):
+            xk = x.clone()
+            xk.view(2, P, C, 16, 16)[:, k] += torch.randn(2, C, 16, 16)
+            out = model.stages(xk).view(2, P, -1)
+            for j in range(P):
+                if j == k:
+                    assert not torch.allclose(out[:, j], ref[:, j])  # path k sees it
+                else:
+                    assert torch.equal(out[:, j], ref[:, j]), (k, j)  # no other path does

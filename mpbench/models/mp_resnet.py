@@ -7,7 +7,8 @@ path-wise layers are just timm's ``BasicBlock``/``Bottleneck`` built at P times 
 with every convolution swapped for a :class:`PathConv2d` (block-diagonal over paths) and
 batch norm over all P·C channels (which *is* per-path batch norm). Reusing timm's blocks
 keeps the block maths, and the parameter names, identical to ``CifarResNet``'s; with
-``paths=1`` there is nothing to route and the model is that network exactly.
+``paths=1`` (and ``route='none'``: a route with one path is refused, not rewritten) the model
+is that network exactly, down to the weights a given seed draws.
 
 ``width`` is the per-path width of the first stage (stages double it; the shared stem has
 width ``width`` too, so a single-path network of that width upcycles directly): the knob FLOP
@@ -31,7 +32,7 @@ from mpbench.models.routing import (GATE_INITS, GRANULARITIES, NORMS, ROUTES, Cr
 from mpbench.registry import Knob, register_model
 
 __all__ = ["MPResNet", "PathConv2d", "PathHeads", "load_single_path", "mp_resnet_by_depth",
-           "mp_resnet_4stage", "PATH_CONV_IMPLS", "resolve_path_conv"]
+           "mp_resnet_4stage", "PATH_CONV_IMPLS", "resolve_path_conv", "UPCYCLE_NOISE"]
 
 PATH_CONV_IMPLS = ("auto", "grouped", "loop")
 PLACEMENTS = ("every_block", "stage")
@@ -60,20 +61,29 @@ class PathConv2d(nn.Conv2d):
     """
 
     def __init__(self, paths: int, in_chs: int, out_chs: int, kernel_size, stride=1, padding=0,
-                 dilation=1, impl: str = "auto"):
+                 dilation=1, impl: str = "auto", device=None, dtype=None):
         super().__init__(paths * in_chs, paths * out_chs, kernel_size, stride=stride,
-                         padding=padding, dilation=dilation, groups=paths, bias=False)
+                         padding=padding, dilation=dilation, groups=paths, bias=False,
+                         device=device, dtype=dtype)
         if impl not in PATH_CONV_IMPLS:
             raise ValueError(f"path_conv must be one of {PATH_CONV_IMPLS}, got {impl!r}")
         self.paths, self.impl = paths, impl
 
     @classmethod
+    @torch.no_grad()
     def from_conv(cls, conv: nn.Conv2d, paths: int, impl: str = "auto") -> "PathConv2d":
-        """The path-wise version of a dense ``P·in -> P·out`` conv (its weights are dropped)."""
+        """The path-wise version of a dense ``P·in -> P·out`` conv, holding the diagonal blocks
+        of its weight. Built on the meta device, so it draws nothing from the RNG: with
+        ``paths=1`` a network consumes random numbers exactly as ``CifarResNet`` does, and
+        the same seed gives the same weights."""
         if conv.groups != 1 or conv.bias is not None:
             raise ValueError("path-wise blocks need dense, bias-free convolutions")
-        return cls(paths, conv.in_channels // paths, conv.out_channels // paths, conv.kernel_size,
-                   conv.stride, conv.padding, conv.dilation, impl)
+        i, o = conv.in_channels // paths, conv.out_channels // paths
+        new = cls(paths, i, o, conv.kernel_size, conv.stride, conv.padding, conv.dilation, impl,
+                  device="meta", dtype=conv.weight.dtype)
+        new.weight = nn.Parameter(torch.cat([conv.weight[p * o:(p + 1) * o, p * i:(p + 1) * i]
+                                             for p in range(paths)]))
+        return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.paths == 1 or resolve_path_conv(self.impl, x.device) == "grouped":
@@ -162,8 +172,11 @@ class MPResNet(nn.Module):
         _check("path_conv", path_conv, PATH_CONV_IMPLS)
         if paths < 1 or temperature <= 0 or gate_reduction <= 0:
             raise ValueError("need paths >= 1, temperature > 0 and gate_reduction > 0")
+        if paths == 1 and route != "none":  # refused, not rewritten: config.json names the route
+            raise ValueError(f"route: {route} needs paths >= 2 (one path has nothing to route; "
+                             f"use route: none)")
         self.paths, self.num_classes = paths, num_classes
-        self.route = route if paths > 1 else "none"  # one path: nothing to route
+        self.route = route
         self.merge = merge if paths > 1 else "concat"  # one path: the two heads coincide
         gate_kw = dict(norm=norm, granularity=granularity, temperature=temperature,
                        gate_init=gate_init, gate_reduction=gate_reduction)
@@ -228,8 +241,16 @@ def _check(name: str, value, allowed) -> None:
         raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
 
 
+# Default relative noise on upcycled path convolutions. Identical paths behind neutral gates
+# get identical gradients, so every α[i, j] gets the same one and the gates never move; 1% of
+# each weight's std breaks the tie while leaving the function within about 1% of the
+# single-path one (a perturbation well inside what one SGD step does at lr 0.01-0.1).
+UPCYCLE_NOISE = 1e-2
+
+
 @torch.no_grad()
-def load_single_path(mp_model: MPResNet, single_model: CifarResNet, noise_std: float = 0.0,
+def load_single_path(mp_model: MPResNet, single_model: CifarResNet,
+                     noise_std: float = UPCYCLE_NOISE,
                      generator: torch.Generator | None = None) -> MPResNet:
     """Upcycle: copy a single-path ``CifarResNet`` into every path of ``mp_model``.
 
@@ -239,8 +260,9 @@ def load_single_path(mp_model: MPResNet, single_model: CifarResNet, noise_std: f
     every gate is set input-independent with unit column sums (``Gate.set_neutral``), so
     the mix of identical paths is the identity. At ``noise_std=0`` the result computes the
     single-path function exactly (up to float rounding). Identical paths get identical
-    gradients and would never diverge: ``noise_std > 0`` adds Gaussian noise of that many
-    standard deviations of each path-wise conv weight to break the symmetry.
+    gradients and would never diverge (nor would a routed model's gates move), so by default
+    ``noise_std = UPCYCLE_NOISE`` adds Gaussian noise of that many standard deviations of each
+    path-wise conv weight to break the symmetry; pass 0 for the exact copy.
     """
     P = mp_model.paths
     src, dst = single_model.state_dict(), mp_model.state_dict()

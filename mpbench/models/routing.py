@@ -23,7 +23,7 @@ ROUTES = ("none", "static", "fdcc", "cross_pred")
 NORMS = ("softmax_dest", "softmax_src", "sigmoid")
 GRANULARITIES = ("scalar", "channel")
 GATE_INITS = ("uniform", "identity")
-IDENTITY_LOGIT = 2.0  # 'identity' init: ±2 on/off the diagonal: α[i, i] ≈ 0.95 (softmax, P=4)
+IDENTITY_LOGIT = 2.0  # 'identity' init: softmax of ±2 on/off the diagonal: α[i, i] ≈ 0.95 (P=4)
 
 
 def normalise(logits: torch.Tensor, norm: str) -> torch.Tensor:
@@ -46,15 +46,35 @@ def neutral_logit(norm: str, paths: int) -> float:
     return 0.0
 
 
-def init_logits(shape: tuple[int, ...], paths: int, gate_init: str, temperature: float) -> torch.Tensor:
-    """Initial logits (before ``/ τ``) of shape ``(P, P[, C])``: zeros for ``uniform``;
-    ``±IDENTITY_LOGIT·τ`` on/off the diagonal for ``identity`` (so α at init ignores τ)."""
+def init_alpha(paths: int, gate_init: str) -> torch.Tensor:
+    """The ``P x P`` gate values every norm starts from: ``1/P`` everywhere for ``uniform``;
+    for ``identity`` the softmax of ``±IDENTITY_LOGIT`` on/off the diagonal (symmetric, rows
+    sum to 1). Both are doubly stochastic, so every column sums to 1 too: mixing identical
+    inputs gives outputs of the input's scale, whatever the norm (DESIGN.md §8, fair starts)."""
     if gate_init == "uniform":
-        return torch.zeros(shape)
+        return torch.full((paths, paths), 1.0 / paths)
     if gate_init == "identity":
-        eye = torch.eye(paths).view(paths, paths, *([1] * (len(shape) - 2)))
-        return (2 * eye - 1).expand(shape) * IDENTITY_LOGIT * temperature
+        return ((2 * torch.eye(paths) - 1) * IDENTITY_LOGIT).softmax(1)
     raise ValueError(f"gate_init must be one of {GATE_INITS}, got {gate_init!r}")
+
+
+def init_logits(shape: tuple[int, ...], paths: int, gate_init: str, temperature: float,
+                norm: str = "softmax_dest") -> torch.Tensor:
+    """Initial logits (before ``/ τ``) of shape ``(P, P[, C])`` giving α = :func:`init_alpha`
+    (so α at init ignores τ and ``norm``). Softmax norms: zeros for ``uniform``,
+    ``±IDENTITY_LOGIT·τ`` on/off the diagonal for ``identity``. ``sigmoid``: ``logit(α)·τ``
+    (``-log(P-1)`` for ``uniform``, not 0, which would give α = 1/2 and column sums P/2,
+    compounded at every cross-connection)."""
+    alpha = init_alpha(paths, gate_init)  # checks gate_init
+    if norm == "sigmoid":
+        logits = torch.logit(alpha.double()).float()
+    elif norm in ("softmax_dest", "softmax_src"):
+        logits = (torch.zeros(paths, paths) if gate_init == "uniform"
+                  else (2 * torch.eye(paths) - 1) * IDENTITY_LOGIT)
+    else:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    logits = logits.view(paths, paths, *([1] * (len(shape) - 2)))
+    return (logits * temperature).expand(shape).clone()
 
 
 class Gate(nn.Module):
@@ -104,7 +124,8 @@ class StaticGate(Gate):
 
     def __init__(self, paths: int, channels: int, gate_init: str = "uniform", **kw):
         super().__init__(paths, channels, **kw)
-        self.weight = nn.Parameter(init_logits(self.gate_shape, paths, gate_init, self.temperature))
+        self.weight = nn.Parameter(init_logits(self.gate_shape, paths, gate_init,
+                                               self.temperature, self.norm))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.weight.unsqueeze(0)
@@ -137,7 +158,8 @@ class FdccGate(Gate):
         self.fc2 = nn.Linear(hidden, math.prod(self.gate_shape))
         nn.init.zeros_(self.fc2.weight)
         with torch.no_grad():
-            self.fc2.bias.copy_(init_logits(self.gate_shape, paths, gate_init, self.temperature).flatten())
+            self.fc2.bias.copy_(init_logits(self.gate_shape, paths, gate_init, self.temperature,
+                                            self.norm).flatten())
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act(self.bn(self.fc1(_pool(x))))
@@ -158,7 +180,7 @@ class CrossPredGate(Gate):
         super().__init__(paths, channels, **kw)
         out = paths * self.gate_channels
         self.weight = nn.Parameter(torch.zeros(paths, out, channels))
-        bias = init_logits(self.gate_shape, paths, gate_init, self.temperature)
+        bias = init_logits(self.gate_shape, paths, gate_init, self.temperature, self.norm)
         self.bias = nn.Parameter(bias.reshape(paths, out).clone())
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from mpbench.errors import UserError
 from mpbench.registry import create_model
 from mpbench.storage import atomic_write_json
 from mpbench.training.distributed import is_main
-from mpbench.training.init import INIT_FILE, apply_init, summary
+from mpbench.training.init import INIT_FILE, apply_init, summary, upcycle_noise
 
 __all__ = ["spec_for", "init_config", "check_init", "init_run", "init_result_fields"]
 
@@ -31,8 +31,9 @@ def init_config(spec) -> dict:
     """What goes into a run's config.json about its start (empty from scratch)."""
     if spec is None or spec.init is None:
         return {}
+    noise = upcycle_noise(spec.upcycle_noise) if spec.init_mode == "upcycle" else 0.0
     return {"init": {"source": spec.init, "mode": spec.init_mode, "strict": spec.init_strict,
-                     "upcycle_noise": spec.upcycle_noise}}
+                     "upcycle_noise": noise}}
 
 
 def check_init(spec, args: dict, field: str) -> None:
@@ -44,6 +45,11 @@ def check_init(spec, args: dict, field: str) -> None:
                    noise=spec.upcycle_noise)
     except UserError as exc:
         raise SuiteError(f"{field}: {exc}") from None
+    if (spec.init_mode == "upcycle" and upcycle_noise(spec.upcycle_noise) == 0
+            and getattr(model, "route", "none") != "none"):
+        base = field[:-len(".init")] if field.endswith(".init") else field
+        raise SuiteError(f"{base}.upcycle_noise: 0 leaves a routed model's paths identical, so "
+                         f"its gates never move (use > 0, or route: none)")
 
 
 def init_run(model: nn.Module, spec, seed: int, run_dir: Path,

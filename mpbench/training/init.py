@@ -26,9 +26,11 @@ untrained and is reported as mis-shaped).
 ``init_mode: upcycle`` builds a multi-path ``mp_resnet`` from a trained single-path
 ``CifarResNet`` of the same depth and per-path width
 (:func:`mpbench.models.mp_resnet.load_single_path`): the weights go into every path, routing
-starts neutral, and the upcycled network computes the single-path function at init;
-``upcycle_noise`` (relative std of the noise on the path convolutions) breaks the symmetry of
-the identical paths.
+starts neutral, and the upcycled network computes the single-path function at init up to
+``upcycle_noise`` (relative std of the noise on the path convolutions, default
+``mp_resnet.UPCYCLE_NOISE`` = 0.01), which breaks the symmetry of the identical paths.
+Without it every gate value gets the same gradient and the gates never move, so planning
+refuses ``upcycle_noise: 0`` for a routed model (:func:`mpbench.suite.starts.check_init`).
 
 The training side (``Recipe.freeze_backbone_epochs``, ``Recipe.input_size``) is two trainer
 callbacks (:mod:`mpbench.training.callbacks`); what a suite entry asks for and what a run records
@@ -50,7 +52,7 @@ import torch.nn.functional as F
 from mpbench.errors import UserError
 
 __all__ = ["InitError", "InitSource", "resolve_source", "load_source_state", "apply_init",
-           "summary", "classifier", "head_keys", "INIT_FILE"]
+           "summary", "classifier", "head_keys", "INIT_FILE", "upcycle_noise"]
 
 TIMM_PREFIX = "timm:"
 INIT_FILE = "init.json"
@@ -317,7 +319,7 @@ def single_from_state(src: dict[str, torch.Tensor], spec: str = "init") -> nn.Mo
 
 
 def upcycle_init(model: nn.Module, source: InitSource, src: dict[str, torch.Tensor],
-                 noise: float = 0.0, seed: int = 0) -> dict:
+                 noise: float | None = None, seed: int = 0) -> dict:
     from mpbench.baselines.resnet import CifarResNet
     from mpbench.models.mp_resnet import MPResNet, load_single_path
 
@@ -341,6 +343,7 @@ def upcycle_init(model: nn.Module, source: InitSource, src: dict[str, torch.Tens
     if single.num_classes != model.num_classes:
         head = f"replaced ({single.num_classes} -> {model.num_classes} classes)"
         single.reset_classifier(model.num_classes)
+    noise = upcycle_noise(noise)
     gen = torch.Generator().manual_seed(seed)
     try:
         load_single_path(model, single, noise_std=noise, generator=gen)
@@ -352,9 +355,17 @@ def upcycle_init(model: nn.Module, source: InitSource, src: dict[str, torch.Tens
             "noise": noise, "gates_neutral": len(gates)}
 
 
+def upcycle_noise(noise: float | None) -> float:
+    """``upcycle_noise`` as used: None (not given) is ``mp_resnet.UPCYCLE_NOISE``."""
+    from mpbench.models.mp_resnet import UPCYCLE_NOISE
+
+    return UPCYCLE_NOISE if noise is None else float(noise)
+
+
 def apply_init(model: nn.Module, init: str, *, mode: str = "finetune", strict: bool = False,
-               noise: float = 0.0, seed: int = 0) -> dict:
-    """Initialise ``model`` in place from ``init``; returns the report (see module doc)."""
+               noise: float | None = None, seed: int = 0) -> dict:
+    """Initialise ``model`` in place from ``init``; returns the report (see module doc).
+    ``noise`` (upcycle only): None is :data:`~mpbench.models.mp_resnet.UPCYCLE_NOISE`."""
     source = resolve_source(init)
     src = load_source_state(source)
     if mode == "upcycle":
