@@ -43,12 +43,31 @@ class DatasetConfig(_Strict):
     # a run seed: every run of a suite holds out the same images.
     val_split: int | None = Field(None, ge=1)
     val_seed: int = Field(0, ge=0)
+    # image folders (mpbench.data.streaming): memory = decoded once into RAM, augmented in
+    # whole batches on the device; stream = read by DataLoader workers through timm's
+    # transforms (RandomResizedCrop to crop_size); auto = memory when the decoded set fits
+    # memory_budget_gib (a fixed number, so every machine picks the same), else stream
+    loader: Literal["auto", "memory", "stream"] = "auto"
+    memory_budget_gib: float = Field(8.0, gt=0)
+    crop_size: int | None = Field(None, ge=8)  # stream: training/eval crop (default 224)
+    # stream: DataLoader workers (default: MPBENCH_NUM_WORKERS, else min(8, cores)); results
+    # do not depend on it (augmentation is seeded per image), nor does the run fingerprint
+    num_workers: int | None = Field(None, ge=0)
 
     @model_serializer(mode="wrap")
     def _omit_unset_split(self, handler):
-        # unset split fields are left out, so configs written before they existed keep the
-        # same dataset fingerprint (runner.check_existing)
-        return _drop_defaults(handler(self), {"val_split": None, "val_seed": 0})
+        # unset split and loader fields are left out, so configs written before they existed
+        # keep the same dataset fingerprint (runner.check_existing)
+        return _drop_defaults(handler(self), {"val_split": None, "val_seed": 0,
+                                              "loader": "auto", "memory_budget_gib": 8.0,
+                                              "crop_size": None, "num_workers": None})
+
+    @model_validator(mode="after")
+    def _loader_fields_for_image_folders(self):
+        if self.name != "imagefolder" and (self.loader != "auto" or self.crop_size
+                                           or self.num_workers is not None):
+            raise ValueError("loader, crop_size and num_workers apply to name: imagefolder only")
+        return self
 
     @model_validator(mode="after")
     def _val_split_fits(self):
@@ -106,6 +125,14 @@ class Recipe(_Strict):
     # for ImageNet-pretrained weights; None: the data set's size)
     freeze_backbone_epochs: int = Field(0, ge=0)
     input_size: int | None = Field(None, ge=8)
+    # streamed image folders (dataset.loader: stream): evaluation resizes to
+    # crop_size / crop_pct and centre-crops; training RandomResizedCrop's area scale is
+    # crop_scale_min..1 (timm's ImageNet defaults)
+    crop_pct: float = Field(0.875, gt=0, le=1)
+    crop_scale_min: float = Field(0.08, gt=0, le=1)
+    # checkpoint inside an epoch every N minutes of training (also on SIGTERM / SIGUSR1);
+    # resuming continues at the next batch with the metrics of an uninterrupted run
+    checkpoint_every_min: float = Field(30.0, gt=0)
 
     @model_serializer(mode="wrap")
     def _omit_unset_finetune(self, handler):
@@ -113,7 +140,9 @@ class Recipe(_Strict):
         # they existed keep the same recipe fingerprint (runs.check_existing)
         return _drop_defaults(handler(self), {"freeze_backbone_epochs": 0, "input_size": None,
                                              "eval_every": 1, "compile": False,
-                                             "test_every": None})
+                                             "test_every": None, "crop_pct": 0.875,
+                                             "crop_scale_min": 0.08,
+                                             "checkpoint_every_min": 30.0})
 
     @model_validator(mode="after")
     def _milestones_fit(self):

@@ -13,3 +13,16 @@ class DiskFull(UserError):
     from its last complete checkpoint once there is space again."""
 
     exit_code = 1
+
+
+class Interrupted(BaseException):
+    """SIGTERM or SIGUSR1 (SLURM's warning before pre-emption) arrived: the trainer saved a
+    checkpoint at the next batch boundary and stops; rerunning the same command resumes at the
+    next batch. A BaseException, so that no ``except Exception`` records the run as failed.
+    The CLI exits with ``128 + signal number`` (143 for SIGTERM, 138 for SIGUSR1)."""
+
+    def __init__(self, signum: int, where: str = ""):
+        import signal
+        self.signum, self.where = int(signum), where
+        self.exit_code = 128 + self.signum
+        super().__init__(f"{signal.Signals(self.signum).name} {where}".strip())

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from mpbench.errors import UserError
+from mpbench.errors import Interrupted, UserError
 
 COMMANDS = ("list", "flops", "run", "status", "report", "compare", "analyze", "bench")
 
@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except UserError as exc:
         print(f"mpbench {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Interrupted as exc:  # SIGTERM / SIGUSR1: checkpointed at a batch boundary
+        print(f"mpbench {args.command}: {exc.args[0]}: checkpoint saved; rerun the same command "
+              f"to resume", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"mpbench {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)

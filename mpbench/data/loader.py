@@ -60,9 +60,13 @@ class BatchLoader:
         self.channels_last = channels_last
         self.rank, self.world = shard
         self.epoch = 0
+        self.start_batch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Iterate epoch ``epoch`` from batch ``start_batch`` on (a mid-epoch resume): the
+        skipped batches' augmentation draws are replayed, so the rest is exactly the tail of
+        the whole epoch."""
+        self.epoch, self.start_batch = epoch, start_batch
 
     def _indices(self) -> tuple[torch.Tensor, torch.Generator]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
@@ -80,7 +84,17 @@ class BatchLoader:
     def __iter__(self):
         order, g = self._indices()
         step = self.batch_size * (self.world if self.train else 1)  # train: the global batch
+        start, self.start_batch = self.start_batch, 0  # the next pass over an epoch is whole
         for i in range(len(self)):
+            if i < start:
+                if self.train:  # the draws random_crop and random_flip make, nothing else
+                    b = len(order[i * step:(i + 1) * step])
+                    if self.padding:
+                        torch.randint(0, 2 * self.padding + 1, (b,), generator=g)
+                        torch.randint(0, 2 * self.padding + 1, (b,), generator=g)
+                    if self.flip:
+                        torch.rand(b, generator=g)
+                continue
             idx = order[i * step:(i + 1) * step].to(self.device)
             x, y = self.images[idx], self.labels[idx]
             if self.train:

@@ -423,16 +423,18 @@ class StreamLoader:
 
 
 def stream_loaders(data: StreamingDataset, recipe, device, seed: int, channels_last: bool,
-                   shard: tuple[int, int], train_batch: int):
-    """(train, test, val-or-None) StreamLoaders of a StreamingDataset under ``recipe``."""
+                   shard: tuple[int, int], train_batch: int,
+                   splits: tuple[str, ...] = ("train", "test", "val")):
+    """(train, test, val) StreamLoaders of a StreamingDataset under ``recipe``; None for a
+    split not in ``splits`` (and for val without a validation split)."""
     common = dict(mean=data.mean, std=data.std, size=data.crop_size, device=device,
                   channels_last=channels_last, shard=shard, num_workers=data.num_workers,
                   crop_pct=getattr(recipe, "crop_pct", 0.875),
                   scale_min=getattr(recipe, "crop_scale_min", 0.08))
-    train = StreamLoader(data.train_files, data.train_y, train_batch, train=True, seed=seed,
-                         **common)
-    test = StreamLoader(data.test_files, data.test_y, recipe.eval_batch_size, train=False,
-                        **common)
+    train = (StreamLoader(data.train_files, data.train_y, train_batch, train=True, seed=seed,
+                          **common) if "train" in splits else None)
+    test = (StreamLoader(data.test_files, data.test_y, recipe.eval_batch_size, train=False,
+                         **common) if "test" in splits else None)
     val = (StreamLoader(data.val_files, data.val_y, recipe.eval_batch_size, train=False,
-                        **common) if data.val_files else None)
+                        **common) if "val" in splits and data.val_files else None)
     return train, test, val

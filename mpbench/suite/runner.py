@@ -66,8 +66,16 @@ def run_config(plan: RunPlan, suite: Suite, source: str | None = None) -> dict:
             "mpbench_version": __version__}
 
 
+#: config fields that do not change a run's outcome: changing them under an existing --out is fine
+NOT_FINGERPRINTED = {"dataset": ("num_workers",), "recipe": ("checkpoint_every_min",)}
+
+
 def _fingerprint(config: dict) -> dict:
-    return {k: config.get(k) for k in ("model", "args", "seed", "dataset", "recipe", "init")}
+    out = {k: config.get(k) for k in ("model", "args", "seed", "dataset", "recipe", "init")}
+    for key, names in NOT_FINGERPRINTED.items():
+        if isinstance(out.get(key), dict):
+            out[key] = {k: v for k, v in out[key].items() if k not in names}
+    return out
 
 
 def check_existing(plans: list[RunPlan], suite: Suite, out: Path, source: str) -> None:
@@ -182,6 +190,7 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
                 source: str | None = None) -> dict:
     """Train one claimed run to completion (resuming if it can) and write its result."""
     from mpbench.registry import create_model
+    from mpbench.errors import Interrupted
     from mpbench.training.trainer import Diverged, load_checkpoint, seed_everything, train
     from mpbench.training.distributed import agree, is_distributed, is_main, world_size
 
@@ -205,7 +214,9 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
         resume = agree(load_checkpoint(run_dir / "checkpoint.pt", log=note)  # rank 0's, everywhere
                        if attempt == 0 and is_main() else None)
         if resume is not None:
-            note(f"resuming after epoch {resume['epoch']}")
+            note(f"resuming after epoch {resume['epoch']}" + (
+                f", at batch {resume['batch']} of epoch {resume['epoch'] + 1}"
+                if resume.get("batch") else ""))
         seed_everything(seed, suite.recipe.deterministic)
         model = create_model(plan.model, **plan.args)
         if resume is None:  # fine-tune/upcycle init (suite `init:`); a resumed run has its weights
@@ -219,7 +230,11 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
             if m.get("val_top1") is not None:
                 test = f"val top1 {m['val_top1']:.2f} " + (f"test {test}" if test else "")
             note(f"epoch {m['epoch']}/{suite.recipe.epochs} loss {m['train_loss']:.3f} {test}"
-                 f"{m['img_per_s']:.0f} img/s")
+                 f"{m['img_per_s']:.0f} img/s"
+                 + (f", data wait {m['data_wait_share']:.0%}" if "data_wait_share" in m else ""))
+            if m.get("skipped_images"):  # streamed folders skip unreadable images
+                note(f"skipped {m['skipped_images']} unreadable image(s) in epoch {m['epoch']}: "
+                     f"{', '.join(m.get('skipped_files', []))}")
 
         history = list(resume["history"]) if resume else []
         if resume is not None and is_main():  # a kill may have come between checkpoint and metrics
@@ -232,6 +247,10 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
             row = result_row(config, "done", res.history, res.train_time_s, str(device))
             row.update(measure_speed(plan, model, data, suite, device, res, note))
             break
+        except Interrupted as exc:  # SIGTERM / SIGUSR1: checkpointed; the process stops
+            note(f"interrupted by {exc.args[0]}; checkpoint saved, rerun the same command to "
+                 f"resume")
+            raise
         except Diverged as exc:
             note(f"diverged: {exc}" + (f"; retry {attempt + 1}/{retries}" if attempt < retries else ""))
             for name in ("checkpoint.pt", "checkpoint.pt.prev"):

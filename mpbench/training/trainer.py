@@ -1,8 +1,11 @@
-"""One training run: model + data + recipe, resumable from any epoch boundary.
+"""One training run: model + data + recipe, resumable from any epoch boundary or batch.
 
 The learning rate is a pure function of the step (:func:`lr_at`), and the data order and
 augmentation of an epoch depend only on (seed, epoch), so a checkpoint needs only the model,
 the optimizer, the RNG states and the epoch count: resuming reproduces the uninterrupted run.
+Inside an epoch (every ``recipe.checkpoint_every_min``, and on SIGTERM / SIGUSR1) it also
+holds the next batch's index and the epoch's partial sums; both loaders can start an epoch at
+any batch with the same order, so such a resume ends with the same metrics too.
 """
 from __future__ import annotations
 
@@ -126,9 +129,13 @@ def make_val_loader(data: Dataset, recipe: Recipe, device: torch.device,
                     channels_last: bool) -> BatchLoader | None:
     """The validation split's loader (None without one), sharded across ranks like the test
     loader: each rank evaluates a contiguous chunk and :func:`evaluate` sums the counts."""
+    from mpbench.training.distributed import rank, world_size
+    if getattr(data, "streaming", False):  # an image folder read by DataLoader workers
+        from mpbench.data.streaming import stream_loaders
+        return stream_loaders(data, recipe, device, 0, channels_last, (rank(), world_size()),
+                              1, splits=("val",))[2]
     if getattr(data, "val_x", None) is None:
         return None
-    from mpbench.training.distributed import rank, world_size
     return BatchLoader(data.val_x, data.val_y, recipe.eval_batch_size, train=False,
                        mean=data.mean, std=data.std, device=device,
                        channels_last=channels_last, shard=(rank(), world_size()))
@@ -147,6 +154,13 @@ def evaluates(recipe: Recipe, epoch: int, has_val: bool) -> tuple[bool, bool]:
 def make_loaders(data: Dataset, recipe: Recipe, device: torch.device, seed: int,
                  channels_last: bool) -> tuple[BatchLoader, BatchLoader]:
     from mpbench.training.distributed import rank, shard_batch_size, world_size
+    if getattr(data, "streaming", False):  # an image folder read by DataLoader workers
+        from mpbench.data.streaming import stream_loaders
+        train, test, _ = stream_loaders(data, recipe, device, seed, channels_last,
+                                        (rank(), world_size()),
+                                        shard_batch_size(recipe.batch_size),
+                                        splits=("train", "test"))
+        return train, test
     common = dict(mean=data.mean, std=data.std, device=device, channels_last=channels_last,
                   shard=(rank(), world_size()))  # recipe.batch_size is the global batch
     train = BatchLoader(data.train_x, data.train_y, shard_batch_size(recipe.batch_size), train=True, seed=seed,
@@ -191,7 +205,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
         from mpbench.errors import UserError
         raise UserError(f"recipe.batch_size: {recipe.batch_size} is larger than the training set "
                         f"({len(data.train_y)} images)")
-    result, start = TrainResult(), 0
+    result, start, start_batch, partial = TrainResult(), 0, 0, None
     if resume is not None:
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["optimizer"])
@@ -199,24 +213,39 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
         result.history = list(resume["history"])
         result.train_time_s = float(resume["train_time_s"])
         start = int(resume["epoch"])
+        start_batch = int(resume.get("batch", 0))  # a mid-epoch checkpoint: the next batch
+        partial = resume.get("partial")
     autocast = autocast_for(device, recipe)
     from mpbench.training import distributed as ddp
     net = ddp.wrap_ddp(model, device)  # ``model`` itself unless under torchrun
     if recipe.compile:  # training forward only; evaluation and checkpoints use ``model``
         net = torch.compile(net)
 
-    for epoch in range(start, recipe.epochs):
+    def _train_epoch(epoch: int, first: int, partial: dict | None) -> None:
         model.train()
         for cb in callbacks:
             cb.on_epoch_start(model, opt, epoch)
-        train_loader.set_epoch(epoch)
+        if first:
+            train_loader.set_epoch(epoch, first)
+        else:
+            train_loader.set_epoch(epoch)
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
-        seen = 0
+        seen, train_before, wait_s, skipped_before = 0, 0.0, 0.0, 0
+        if partial is not None:  # the sums of the batches before ``first`` (global, on rank 0)
+            train_before, wait_s = float(partial["train_s"]), float(partial["data_wait_s"])
+            skipped_before = int(partial.get("skipped", 0))
+            if ddp.is_main():
+                loss_sum += partial["loss_sum"].to(device)
+                correct += partial["correct"].to(device)
+                seen = int(partial["seen"])
         t0 = time.perf_counter()
+        t_last = t0
         bar = tqdm(train_loader, desc=f"{desc} epoch {epoch + 1}/{recipe.epochs}", leave=False,
-                   disable=(not progress) if progress is not None else None, unit="batch")
-        for i, (x, y) in enumerate(bar):
+                   disable=(not progress) if progress is not None else None, unit="batch",
+                   initial=first, total=steps_per_epoch)
+        for i, (x, y) in enumerate(bar, start=first):
+            wait_s += time.perf_counter() - t_last  # waiting for this batch
             for group in opt.param_groups:
                 group["lr"] = lr_at(epoch * steps_per_epoch + i, steps_per_epoch, recipe)
             with autocast:
@@ -230,9 +259,30 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
             seen += len(y)
             if (i % 50 == 0 or i == steps_per_epoch - 1) and not torch.isfinite(ddp.all_reduce_sum(loss_sum)[0]):
                 raise Diverged(f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}")
+            t_last = time.perf_counter()
+            if i % 20 == 19 and not bar.disable:
+                spent = train_before + t_last - t0
+                bar.set_postfix(img_s=f"{seen / max(spent, 1e-9):.0f}",
+                                data_wait=f"{wait_s / max(spent, 1e-9):.0%}", refresh=False)
+            if i + 1 < steps_per_epoch and clock.due(i + 1, stop.signum is not None):
+                g_loss, g_correct, g_seen = ddp.all_reduce_sum(loss_sum.clone(), correct.clone(),
+                                                               torch.tensor(seen))
+                state = {"loss_sum": g_loss.cpu(), "correct": g_correct.cpu(),
+                         "seen": int(g_seen), "train_s": train_before + t_last - t0,
+                         "data_wait_s": wait_s,
+                         "skipped": skipped_before + getattr(train_loader, "epoch_skipped", 0)}
+                if checkpoint is not None and ddp.is_main():
+                    save_checkpoint(checkpoint, model, opt, epoch, result, batch=i + 1,
+                                    partial=state)
+                clock.saved()
+                if stop.signum is not None:
+                    from mpbench.errors import Interrupted
+                    raise Interrupted(stop.signum, f"at epoch {epoch + 1}, batch {i + 1}")
+                t0 += time.perf_counter() - t_last  # the save is not training time
+                t_last = time.perf_counter()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        train_s = time.perf_counter() - t0
+        train_s = train_before + time.perf_counter() - t0
         t1 = time.perf_counter()
         loss_sum, correct, seen = ddp.end_of_epoch(model, loss_sum, correct, seen)  # global
         do_val, do_test = evaluates(recipe, epoch + 1, val_loader is not None)
@@ -243,21 +293,43 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
         metrics = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
                    "train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen,
                    **metrics, "epoch_time_s": train_s, "eval_time_s": time.perf_counter() - t1,
-                   "img_per_s": seen / train_s}
+                   "img_per_s": seen / train_s, "data_wait_s": wait_s,
+                   "data_wait_share": wait_s / train_s if train_s > 0 else 0.0}
+        skipped = getattr(train_loader, "epoch_skipped", None)
+        if skipped is not None:  # streamed folders: unreadable images skipped (and counted)
+            metrics["skipped_images"] = skipped_before + skipped
+            if metrics["skipped_images"]:
+                metrics["skipped_files"] = list(train_loader.skipped_files[:5])
         result.history.append(metrics)
         if checkpoint is not None and ddp.is_main():
             save_checkpoint(checkpoint, model, opt, epoch + 1, result)
+        clock.saved()
         if on_epoch is not None and ddp.is_main():
             on_epoch(metrics)
-    return result
+        if stop.signum is not None and epoch + 1 < recipe.epochs:
+            from mpbench.errors import Interrupted
+            raise Interrupted(stop.signum, f"after epoch {epoch + 1}")
+
+    from mpbench.training.checkpointing import CheckpointClock, StopSignals
+    clock = CheckpointClock(recipe.checkpoint_every_min)
+    with StopSignals() as stop:
+        for epoch in range(start, recipe.epochs):
+            first = start_batch if epoch == start else 0
+            _train_epoch(epoch, first, partial if first else None)
+        return result
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, opt: torch.optim.Optimizer, epoch: int,
-                    result: TrainResult) -> None:
-    """Write the checkpoint atomically, keeping the previous one as ``<name>.prev``."""
+                    result: TrainResult, *, batch: int = 0, partial: dict | None = None) -> None:
+    """Write the checkpoint atomically, keeping the previous one as ``<name>.prev``.
+
+    ``epoch`` epochs are complete; a mid-epoch checkpoint also has ``batch`` (the next batch
+    of epoch ``epoch + 1``) and ``partial``, that epoch's sums so far (summed over ranks)."""
     path = Path(path)
     state = {"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
              "rng": rng_state(), "history": result.history, "train_time_s": result.train_time_s}
+    if batch:
+        state.update(batch=int(batch), partial=partial)
     atomic_torch_save(path, state, keep_previous=True)
 
 
