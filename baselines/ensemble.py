@@ -24,6 +24,7 @@ output (a mixture), which is a different baseline; mpbench's does not.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any, Sequence
 
 import torch
@@ -113,7 +114,7 @@ def register_ensemble(member: str, n: int, *, name: str | None = None,
     if callable(step):
         def step(args: dict, _step=base.step) -> int:  # the member's view of the arguments
             return _step({**entry.defaults, **args.get("member_args", {}), **args})
-    ens_knob = Knob(base.name, base.kind, base.low, base.high, step, base.values)
+    ens_knob = replace(base, step=step)
     knob_value = member_overrides.get(
         base.name, member_args.get(base.name, entry.defaults.get(base.name)))
     if knob_value is not None:

@@ -187,7 +187,9 @@ def resnet_bottleneck29(block: str | type = "bottleneck", layers: Sequence[int] 
                        num_classes=num_classes, **kwargs)
 
 
-_DEPTH_KNOB = Knob("depth", kind="choice", values=DEPTHS_3STAGE)
+# Depth steps are 6-75% apart in MACs: after the nearest depth, matching adjusts the base
+# width (a float, rounded per stage) by at most -20%/+25% to land within tolerance.
+_DEPTH_KNOB = Knob("depth", kind="choice", values=DEPTHS_3STAGE, adjust="width")
 for _d in (20, 32, 44, 56, 110):
     register_model(resnet_by_depth, name=f"cifar_resnet{_d}", family="resnet", knob=_DEPTH_KNOB,
                    depth=_d, width=16)

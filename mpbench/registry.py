@@ -34,7 +34,11 @@ class Knob:
     model's other arguments (e.g. per-path width must divide by ``paths``).
     ``kind='float'``: a continuous multiplier in [low, high].
     ``kind='choice'``: a discrete argument such as depth; candidates are ``values``.
-    MACs must grow monotonically with the knob: matching relies on it.
+    ``adjust`` (choice knobs): a float argument (e.g. the base ``width``) that matching
+    fine-tunes after taking the nearest choice, within ``adjust_range`` times its configured
+    value, so that a depth-matched model still lands within tolerance (see
+    :mod:`mpbench.complexity.matching`).
+    MACs must grow monotonically with the knob (and with ``adjust``): matching relies on it.
     """
 
     name: str
@@ -43,13 +47,17 @@ class Knob:
     high: float = 4096
     step: int | Callable[[dict], int] = 1
     values: tuple = ()
+    adjust: str | None = None
+    adjust_range: tuple[float, float] = (0.8, 1.25)
 
     def step_for(self, args: dict) -> int:
         return self.step(args) if callable(self.step) else int(self.step)
 
     def describe(self) -> str:
         if self.kind == "choice":
-            return f"{self.name} in {list(self.values)}"
+            lo, hi = self.adjust_range
+            extra = (f", then {self.adjust} x{lo:g}..x{hi:g}" if self.adjust else "")
+            return f"{self.name} in {list(self.values)}{extra}"
         step = "" if self.kind == "float" else (
             ", step depends on args" if callable(self.step) else f", step {self.step}")
         return f"{self.name} ({self.kind}, {self.low:g}..{self.high:g}{step})"

@@ -219,3 +219,61 @@ def test_out_of_memory_is_recorded_the_suite_goes_on_and_the_next_run_retries(
     results = pd.read_csv(out / "results.csv")
     assert sorted(results.run_id) == RUN_IDS and (results.status == "done").all()
     assert not (out / "runs" / RUN_IDS[0] / "failure.json").exists()
+
+
+# mid-epoch checkpoints (recipe.checkpoint_every_min; here forced every 3 of the 8 batches of
+# an epoch): (which checkpoint write is killed, the resume it leads to). The 1st write is
+# epoch 1's batch 3; the 5th is epoch 2's batch 6.
+MID_EPOCH_KILLS = [(1, "resuming after epoch 0, at batch 3 of epoch 1"),
+                   (5, "resuming after epoch 1, at batch 6 of epoch 2")]
+
+
+@pytest.mark.parametrize("nth,resumed", MID_EPOCH_KILLS, ids=["epoch1-batch3", "epoch2-batch6"])
+def test_sigkill_after_mid_epoch_checkpoint_resumes_at_the_next_batch(
+        tmp_path, reference, monkeypatch, nth, resumed):
+    monkeypatch.setenv("MPBENCH_CHECKPOINT_EVERY_BATCHES", "3")
+    suite, out = tmp_path / "s.yaml", tmp_path / "o"
+    suite.write_text(SUITE)
+    killed = _mpbench(_run_args(suite, out), fault=("checkpoint.pt", nth, "renamed"))
+    assert killed.returncode == -9, killed.stdout + killed.stderr
+    state = load_checkpoint(out / "runs" / RUN_IDS[0] / "checkpoint.pt", log=pytest.fail)
+    assert state["batch"] in (3, 6) and state["partial"]["seen"] == 32 * state["batch"]
+
+    rerun = _mpbench(_run_args(suite, out))
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert resumed in (out / "runs" / RUN_IDS[0] / "log.txt").read_text()
+    _assert_complete_and_equal(out, reference)  # bit-equal per-epoch metrics
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGUSR1"])
+def test_stop_signal_checkpoints_mid_epoch_exits_and_resumes(tmp_path, reference, signame):
+    import os
+    import signal
+    import time
+
+    suite, out, marker = tmp_path / "s.yaml", tmp_path / "o", tmp_path / "in-batch"
+    suite.write_text(SUITE)
+    # held inside batch 4 of epoch 2 (the 12th batch) of the first run until the signal is sent
+    proc = python_process(HERE / "signal_inject.py", marker, 12, *_run_args(suite, out),
+                          stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    sig = getattr(signal, signame)
+    os.kill(proc.pid, sig)
+    (tmp_path / "in-batch.sent").write_text("")
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, stdout + stderr  # a clean exit, not a kill
+    assert f"{signame} at epoch 2, batch 4: checkpoint saved" in stderr, stderr
+    assert "Traceback" not in stderr
+    run0 = out / "runs" / RUN_IDS[0]
+    state = load_checkpoint(run0 / "checkpoint.pt", log=pytest.fail)
+    assert (state["epoch"], state["batch"]) == (1, 4)
+    assert not (run0 / "result.json").exists() and not (out / "runs" / RUN_IDS[1]).exists()
+    assert f"interrupted by {signame}" in (run0 / "log.txt").read_text()
+
+    rerun = _mpbench(_run_args(suite, out))
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "resuming after epoch 1, at batch 4 of epoch 2" in (run0 / "log.txt").read_text()
+    _assert_complete_and_equal(out, reference)

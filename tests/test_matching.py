@@ -6,6 +6,7 @@ import math
 import pickle
 
 import pytest
+import torch
 import torch.nn as nn
 
 from mpbench import complexity, registry
@@ -81,10 +82,34 @@ def _build_net(**kwargs) -> nn.Module:
     return _Net(**kwargs)
 
 
+class _GroupedNet(nn.Module):
+    """conv 3 -> w, 1x1 conv w -> w/2, grouped 3x3 conv w/2 -> w with ``groups`` groups
+    (0: depthwise, one group per input channel, by design)."""
+
+    def __init__(self, width: int = 16, groups: int = 4, num_classes: int = 10,
+                 in_chans: int = 3):
+        super().__init__()
+        half = width // 2
+        self.conv = nn.Conv2d(in_chans, width, 3, padding=1)
+        self.reduce = nn.Conv2d(width, half, 1)
+        self.grouped = nn.Conv2d(half, width, 3, padding=1, groups=groups or half)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.grouped(self.reduce(self.conv(x)))).flatten(1))
+
+
 TEST_MODELS = {
     "_test_int_net": dict(knob=Knob("width", kind="int", low=4, high=64, step=4), width=16),
     "_test_float_net": dict(knob=Knob("mult", kind="float", low=0.25, high=8), mult=1.0),
     "_test_fixed_net": dict(width=16),
+}
+GROUPED_MODELS = {
+    "_test_grouped_net": dict(knob=Knob("width", kind="int", low=8, high=64, step=8),
+                              width=32, groups=4),
+    "_test_depthwise_net": dict(knob=Knob("width", kind="int", low=4, high=64, step=4),
+                                width=32, groups=0),
 }
 
 
@@ -93,8 +118,10 @@ def test_models():
     """Registered test models with known knobs (the real families' knobs keep evolving)."""
     for name, kwargs in TEST_MODELS.items():
         registry.register_model(_build_net, name=name, family="_test", timm=False, **kwargs)
+    for name, kwargs in GROUPED_MODELS.items():
+        registry.register_model(_GroupedNet, name=name, family="_test", timm=False, **kwargs)
     yield
-    for name in TEST_MODELS:
+    for name in (*TEST_MODELS, *GROUPED_MODELS):
         registry._REGISTRY.pop(name, None)
     complexity.clear_cache()
 
@@ -125,12 +152,62 @@ def test_tolerance_is_configurable():
     assert match_budget("_test_int_net", w16 * 1.06, tolerance=0.07).knob_value == 16
 
 
-def test_depth_knob_takes_the_nearest_step_even_beyond_tolerance():
+def resnet_conv_fc_macs(depth: int, width: int = 16, classes: int = 100) -> int:
+    """Convolution + classifier MACs of the CIFAR ResNet-(6n+2), by hand: a k x k conv costs
+    k*k*Cin*Cout*H*W. Stem 3 -> w at 32x32; stage s (widths w, 2w, 4w at 32, 16, 8 pixels)
+    has 2n 3x3 convs, the first of stages 2 and 3 striding from the previous width, plus a
+    1x1 projection there; then the linear layer 4w -> classes."""
+    n = (depth - 2) // 6
+    macs = 9 * 3 * width * 32 * 32                                     # stem
+    for s, (cin, c, hw) in enumerate([(width, width, 32 * 32), (width, 2 * width, 16 * 16),
+                                      (2 * width, 4 * width, 8 * 8)]):
+        macs += 9 * cin * c * hw + (2 * n - 1) * 9 * c * c * hw          # 3x3 convs
+        macs += cin * c * hw if s else 0                                 # projection
+    return macs + 4 * width * classes
+
+
+def test_hand_count_of_resnet_convs_matches_mpbench():
+    # ResNet-20: 40,818,944 (osmr/imgclsmob lists 40.81M MACs for resnet20_cifar10, whose fc
+    # is 64 x 10: 5,760 fewer); ResNet-56: 125,753,600; ResNet-110: 253,155,584
+    assert resnet_conv_fc_macs(20) == 40_818_944
+    assert resnet_conv_fc_macs(56) == 125_753_600
+    assert resnet_conv_fc_macs(110) == 253_155_584
+    for depth in (20, 56, 110):
+        ops = complexity.count_model(f"cifar_resnet{depth}").by_operator
+        assert ops["conv"] + ops["linear"] == resnet_conv_fc_macs(depth)
+
+
+def test_depth_knob_takes_the_nearest_depth_then_adjusts_width_into_tolerance():
+    # ResNet-56 at width 16 is 127.06M MACs (osmr/imgclsmob; DESIGN.md §2): -2.3% of 0.13, so
+    # the width must grow; MACs go as width², so by about sqrt(130 / 127.06).
     m = match_budget("cifar_resnet56", 0.13)
     assert (m.knob, m.knob_value) == ("depth", 56)
-    assert m.deviation == pytest.approx(0.127105 / 0.13 - 1, abs=1e-4)  # -2.2%: still accepted
-    m = match_budget("cifar_resnet56", 0.048)
-    assert m.knob_value == 20  # 0.041 vs 0.056 GMACs
+    assert abs(m.deviation) <= 0.02
+    w = m.adjust["width"]
+    assert w == pytest.approx(16 * math.sqrt(130 / 127.06), rel=0.01)
+    assert m.knob_text == f"56 (width {w:g})"
+    assert m.args["depth"] == 56 and m.args["width"] == w
+    rebuilt = complexity.count(get_entry(m.name).fn(**m.args))
+    assert (rebuilt.macs, rebuilt.params) == (m.macs, m.params)
+
+
+def test_depth_knob_within_tolerance_is_not_adjusted():
+    # ResNet-32 by hand: 14,155,776 * 5 - 1,648,384 = 69,130,496 conv + fc MACs, so a budget
+    # of 0.0705 GMACs is within 2% of it (BN and residual adds add about 1%).
+    assert resnet_conv_fc_macs(32) == 69_130_496
+    m = match_budget("cifar_resnet56", 0.0705)
+    assert m.knob_value == 32 and m.adjust == {} and m.knob_text == "32"
+    assert abs(m.deviation) <= 0.02
+
+
+def test_depth_knob_adjusts_width_at_the_suites_w24_layout():
+    # width 24 by hand: depth 26 has 123,356,544 conv + fc MACs (-5.1% of 0.13 G), depth 32
+    # 155,207,040 (+19.4%): the nearest depth is 26, and it needs a slightly wider net.
+    assert (resnet_conv_fc_macs(26, 24), resnet_conv_fc_macs(32, 24)) == (123_356_544,
+                                                                          155_207_040)
+    m = match_budget("cifar_resnet56", 0.13, {"width": 24})
+    assert m.knob_value == 26 and 24 < m.adjust["width"] < 24 * 1.25
+    assert abs(m.deviation) <= 0.02
 
 
 def test_depth_knob_refuses_a_budget_beyond_its_deepest_choice():
@@ -138,10 +215,88 @@ def test_depth_knob_refuses_a_budget_beyond_its_deepest_choice():
         match_budget("cifar_resnet56", 0.56)
     err = info.value
     assert str(err).startswith("model cifar_resnet56 cannot meet budget 0.56 GMACs within ±2%: "
-                               "closest is depth=110 at 0.2558 GMACs")
+                               "closest is depth=110 at ")
+    assert "\n" not in str(err) and err.reason == "off budget"
     assert err.closest.knob_value == 110 and err.budget_gmacs == 0.56
+    # 253.2M conv + fc MACs by hand, plus about 1% for BN and residual adds
+    assert err.closest.macs == pytest.approx(resnet_conv_fc_macs(110), rel=0.015)
     clone = pickle.loads(pickle.dumps(err))
     assert str(clone) == str(err) and clone.closest == err.closest
+    assert clone.reason == err.reason
+
+
+def _grouped_macs(width: int) -> int:
+    """_GroupedNet at 32x32, 10 classes, by hand (k*k*Cin*Cout*H*W/groups for each conv)."""
+    half, hw = width // 2, 32 * 32
+    return (9 * 3 * width * hw + width * half * hw + 9 * half * width * hw // 4
+            + width * hw + width * 10)  # + global pooling (1 per input element) + fc
+
+
+def test_grouped_conv_shrunk_below_two_channels_per_group_is_degenerate():
+    from mpbench.complexity.matching import degenerate_structure
+
+    assert complexity.count_model("_test_grouped_net", {"width": 16}, num_classes=10).macs == \
+        _grouped_macs(16)
+    # width 8: the grouped conv has 4 input channels in 4 groups, 1 per group
+    assert degenerate_structure("_test_grouped_net", {"width": 8}, {}, num_classes=10) == (
+        "grouped conv grouped has 1 input channel per group (4 groups)")
+    assert degenerate_structure("_test_grouped_net", {"width": 16}, {}, num_classes=10) is None
+    m = match_budget("_test_grouped_net", _grouped_macs(16) / 1e9, num_classes=10)
+    assert m.knob_value == 16 and m.macs == _grouped_macs(16)
+
+
+def test_resnext_with_one_channel_per_group_is_refused_at_planning():
+    # ResNeXt-29 8 groups at the _w16 widths reaches 0.022 GMACs (10 classes) only with
+    # base width ~1.3: round(1.3) = 1 channel per group in stage 1 (not an end of its range)
+    with pytest.raises(BudgetError) as info:
+        match_budget("cifar_resnext29_8x8d_w16", 0.022, num_classes=10, tolerance=0.04)
+    err = info.value
+    assert err.reason == "degenerate" and "\n" not in str(err)
+    assert str(err).startswith("model cifar_resnext29_8x8d_w16 cannot meet budget 0.022 GMACs "
+                               "fairly: at base_width=")
+    assert str(err).endswith("grouped conv stages.0.0.conv2 has 1 input channel per group "
+                             "(8 groups)")
+    assert 1 < err.closest.knob_value < 1.5
+
+
+def test_depthwise_by_design_is_not_degenerate():
+    # the same layout with one group per channel at every width: its design, not a collapse
+    m = match_budget("_test_depthwise_net", 0.9 * complexity.count_model(
+        "_test_depthwise_net", num_classes=10).gmacs, num_classes=10, tolerance=0.1)
+    assert m.knob_value not in (4, 64)
+
+
+def test_narrow_stage_is_refused_but_gate_layers_are_not():
+    from mpbench.complexity.matching import degenerate_structure
+
+    # res2net 4 scales at base width 2.6: 3-channel splits
+    problem = degenerate_structure("cifar_res2net29_16wx4s_w16", {"base_width": 2.6},
+                                   num_classes=10)
+    assert problem == "conv stages.0.0.convs.0 is 3 channels wide (under 4)"
+    # SE-ResNet-20's SE squeezes 16 channels to 1 (16 // 16) in 1x1 convs on pooled features:
+    # a gate's fully-connected layers, not a stage
+    with torch.device("meta"):
+        se = get_entry("cifar_se_resnet20").build()
+    assert se.stages[0][0].se.fc1.out_channels == 1
+    assert degenerate_structure("cifar_se_resnet20", {}) is None
+
+
+def test_knob_at_an_end_of_its_range_is_refused_even_within_tolerance():
+    # _test_int_net's grid is 4..64: a budget exactly at width 4 or 64 is refused
+    for width, end in ((4, "low"), (64, "high")):
+        budget = complexity.count_model("_test_int_net", {"width": width}, num_classes=10).gmacs
+        with pytest.raises(BudgetError) as info:
+            match_budget("_test_int_net", budget, num_classes=10)
+        assert info.value.reason == "knob at range end"
+        assert f"width={width}, the {end} end of its range [4, 64]" in str(info.value)
+        assert info.value.closest.deviation == 0
+
+
+def test_paper_layout_resnext_at_small_budget_is_refused_at_range_end():
+    with pytest.raises(BudgetError) as info:
+        match_budget("cifar_resnext29_8x64d", 0.13)
+    assert info.value.reason == "knob at range end"
+    assert "the low end of its range [1, 256]" in str(info.value)
 
 
 def test_float_knob_lands_close_and_is_deterministic():
@@ -261,3 +416,19 @@ def test_cli_flops_suite(tmp_path, capsys):
     assert rows[0]["status"] == "REFUSED" and "cannot meet budget" in rows[0]["error"]
     path.write_text("name: s\ndataset: {name: nope}\nmodels: [{name: x}]\n")
     assert main(["flops", "--suite", str(path)]) == 2
+
+
+def test_cli_flops_suite_shows_the_refusal_on_its_row(tmp_path, capsys):
+    from mpbench.cli import main
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\ndataset: {name: synthetic, num_classes: 4, image_size: 16}\n"
+                    "budgets_gmacs: [0.033]\nmodels:\n  - {name: cifar_resnext29_8x64d}\n"
+                    "  - {name: cifar_resnet56}\n")
+    assert main(["flops", "--suite", str(path)]) == 1
+    captured = capsys.readouterr()
+    rows = {line.split()[0]: line for line in captured.out.splitlines()[2:]}
+    assert rows["cifar_resnext29_8x64d"].endswith("REFUSED (knob at range end)")
+    assert "base_width=1." in rows["cifar_resnext29_8x64d"]
+    assert rows["cifar_resnet56"].endswith("OK") and "(width " in rows["cifar_resnet56"]
+    assert captured.err.count("refused:") == 1 and len(captured.err.splitlines()) == 1

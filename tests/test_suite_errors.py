@@ -61,6 +61,11 @@ CASES = [
      ["models[0].reference.err", "unknown key"]),
     ("bad-significance-level", suite_text(significance_level="1.5"),
      ["significance_level", "less than 1"]),
+    # ResNeXt-29 8x64d at base width 1 is 0.03304 GMACs at 16x16, 4 classes: within 2% of the
+    # budget, but only at the bottom of its knob's range
+    ("knob-at-range-end", suite_text(models="\n  - {name: cifar_resnext29_8x64d}",
+                                     budgets_gmacs="[0.033]"),
+     ["budgets_gmacs", "cifar_resnext29_8x64d", "base_width=", "the low end of its range [1, 256]"]),
 ]
 
 
@@ -90,8 +95,18 @@ def test_bad_data_root_and_device(tmp_path, capsys):
     path.write_text(suite_text())
     assert main(["run", str(path), "--data-root", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "--data-root" in capsys.readouterr().err
-    assert main(["run", str(path), "--device", "cuda:7", "--out", str(tmp_path / "o")]) in (0, 2)
-    assert not (tmp_path / "o").exists() or (tmp_path / "o" / "plan.json").exists()
+
+
+def test_cuda_device_without_cuda_exits_2(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same on any machine
+    path = tmp_path / "ok.yaml"
+    path.write_text(suite_text())
+    assert main(["run", str(path), "--device", "cuda:7", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--device cuda:7" in err and "CUDA" in err, err
+    assert not (tmp_path / "o").exists()
 
 
 def test_report_fields_keep_old_suite_json_and_fingerprint():

@@ -2,7 +2,9 @@
 
 All numbers are fvcore MACs (multiply-accumulates) at batch 1 in eval mode; see
 :mod:`mpbench.complexity` for the convention. ``--suite`` lets a user check that a suite's
-comparisons are fair before spending GPU days on it; it exits 1 if any model is refused.
+comparisons are fair before spending GPU days on it; it exits 1 if any model is refused
+(off budget, knob at an end of its range, or degenerate structure: see
+:mod:`mpbench.complexity.matching`), and says why on the refused row.
 """
 from __future__ import annotations
 
@@ -103,8 +105,7 @@ def run_model(args) -> int:
                          tolerance=0.02 if args.tolerance is None else args.tolerance, **geometry)
     else:
         m = describe(entry.name, model_args, **geometry)
-    searched = {m.knob: m.knob_value} if m.knob else {}
-    c = count_model(entry.name, {**model_args, **searched}, **geometry)
+    c = count_model(entry.name, m.args, **geometry)  # the knob (and any adjustment) included
     rows = breakdown(c, args.depth)
 
     if args.json:
@@ -119,7 +120,7 @@ def run_model(args) -> int:
     print(f"{entry.name}  (family {entry.family}; {classes} classes, input {size}, batch 1, "
           f"eval mode; fvcore MACs)")
     if m.knob:
-        print(f"  knob        {m.knob}={m.knob_value}")
+        print(f"  knob        {m.knob}={m.knob_text}")
     print(f"  params      {format_params(c.params)} ({c.params:,})")
     print(f"  MACs        {format_macs(c.macs)} ({c.gmacs:.4f} GMACs)")
     if not math.isnan(m.budget_gmacs):
@@ -167,6 +168,7 @@ def run_suite(args) -> int:
                          if k not in ("budget_gmacs", "label")})
             if isinstance(r, BudgetError):
                 item["error"] = str(r)
+                item["reason"] = r.reason
             out.append(item)
         print(json.dumps({"suite": suite.name, "tolerance": suite.tolerance,
                           "input_size": list(input_size), "num_classes": classes,
@@ -182,11 +184,11 @@ def run_suite(args) -> int:
     for r in rows:
         m = r.closest if isinstance(r, BudgetError) else r
         budget = "-" if math.isnan(r.budget_gmacs) else f"{r.budget_gmacs:g}"
-        knob = f"{m.knob}={m.knob_value}" if m and m.knob else "-"
+        knob = f"{m.knob}={m.knob_text}" if m and m.knob else "-"
         dev = "-" if m is None or math.isnan(m.deviation) else f"{m.deviation:+.1%}"
         table.append([r.display, budget, knob, f"{m.gmacs:.4f}" if m else "-", dev,
                       format_params(m.params) if m else "-",
-                      "REFUSED" if isinstance(r, BudgetError) else "OK"])
+                      f"REFUSED ({r.reason})" if isinstance(r, BudgetError) else "OK"])
     print(format_table(["model", "budget", "knob", "GMACs", "deviation", "params", "status"],
                        table, align="lrlrrrl"))
     for r in refused:

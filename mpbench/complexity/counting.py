@@ -8,7 +8,10 @@ The convention
 * **MACs, not FLOPs.** fvcore's ``FlopCountAnalysis`` counts one multiply-add as one "flop";
   mpbench calls that unit a MAC and reports GMACs (1e9 MACs).
 * **Batch 1, eval mode**, the suite's input size (``(3, 32, 32)`` by default) and class count.
-* **Convolutions, linear layers, matmul / bmm / einsum**: fvcore's handles (bias not counted).
+* **Convolutions, linear layers, matmul / bmm**: fvcore's handles (bias not counted).
+  **einsum** with two operands: the product of all its index sizes (one MAC per term, e.g.
+  P per output element for the multi-path mixing); fvcore's handle, which halves numpy's
+  approximate FLOP estimate, is off by one there.
 * **Batch norm**: counted as fvcore counts it in eval mode, *not* folded into the preceding
   convolution: 1 MAC per element to normalise, plus 1 for the affine scale and shift (so 2 per
   element for the usual affine BN). The DESIGN.md §2 reference numbers were measured this way
@@ -53,7 +56,7 @@ from mpbench.errors import UserError
 __all__ = [
     "Complexity", "UnsupportedOpError", "count", "count_model", "estimate_model", "model_args",
     "register_op_handle", "freeze", "clear_cache", "cache_generation", "format_macs", "format_params",
-    "MATMUL_OPS",
+    "MATMUL_OPS", "conv_layout",
 ]
 
 _log = logging.getLogger(__name__)
@@ -186,6 +189,25 @@ _FREE = (
 )
 
 
+def _einsum(inputs: list, outputs: list) -> Counter:
+    """Two-operand einsum: one MAC per combination of all its indices (the product of every
+    index's size), which is exact for a contraction such as the multi-path mixing
+    ``bij,bichw->bjchw`` (P multiply-adds per output element). fvcore's own handle takes
+    numpy's ``einsum_path`` FLOP estimate and halves it, which is off (by one MAC for the
+    mixing, more for other equations); its handle is kept for other operand counts."""
+    from fvcore.nn.jit_handles import einsum_flop_jit, get_shape
+
+    equation = inputs[0].toIValue().replace(" ", "")
+    shapes = [get_shape(v) for v in inputs[1].node().inputs()]
+    operands = equation.split("->")[0].split(",")
+    if len(operands) != 2 or "." in equation or any(s is None for s in shapes):
+        return Counter({"einsum": int(einsum_flop_jit(inputs, outputs))})
+    sizes: dict[str, int] = {}
+    for letters, shape in zip(operands, shapes):
+        sizes.update(zip(letters, shape))
+    return Counter({"einsum": prod(sizes.values())})
+
+
 def _default_handles() -> dict[str, Callable]:
     handles: dict[str, Callable] = {}
     for group, ops in _ELEMENTWISE.items():
@@ -195,7 +217,7 @@ def _default_handles() -> dict[str, Callable]:
     handles.update({f"aten::{op}": _zero for op in _FREE})
     handles.update({
         "aten::avg_pool1d": _avg_pool, "aten::avg_pool2d": _avg_pool,
-        "aten::avg_pool3d": _avg_pool, "aten::baddbmm": _baddbmm,
+        "aten::avg_pool3d": _avg_pool, "aten::baddbmm": _baddbmm, "aten::einsum": _einsum,
         "aten::adaptive_avg_pool1d": _per_input("adaptive_avg_pool"),
         "aten::adaptive_avg_pool3d": _per_input("adaptive_avg_pool"),
     })
@@ -430,6 +452,58 @@ def count_model(name: str, args: dict | None = None, *, input_size: InputSize = 
     return hit
 
 
+# --------------------------------------------------------------------------- structure
+
+@dataclass(frozen=True)
+class ConvShape:
+    """One ``nn.Conv2d`` as it ran: ``per_group`` input channels per group, ``out`` channels,
+    and the input's spatial size."""
+
+    name: str
+    per_group: int
+    out: int
+    groups: int
+    spatial: tuple[int, ...]
+
+
+_LAYOUT_CACHE: dict[tuple, list[ConvShape]] = {}
+
+
+def conv_layout(name: str, args: dict | None = None, *, input_size: InputSize = (3, 32, 32),
+                num_classes: int = 100) -> list[ConvShape]:
+    """Every 2-D convolution of a registered model that ran in one eval-mode forward at
+    ``input_size``, in module order; cached. Budget matching checks these for degenerate
+    structure (see :mod:`mpbench.complexity.matching`)."""
+    from mpbench.registry import get_entry
+
+    entry = get_entry(name)
+    input_size = tuple(int(s) for s in input_size)
+    full = model_args(entry, args, input_size=input_size, num_classes=num_classes)
+    key = (name, entry.fn, freeze(full), input_size)
+    if key not in _LAYOUT_CACHE:
+        model = _build_for_count(entry, full).eval()
+        seen: dict[str, tuple[int, ...]] = {}
+        convs = {n: m for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+        def hook(n: str):
+            def record(module, inputs, output) -> None:  # None: leaves the output alone
+                seen.setdefault(n, tuple(inputs[0].shape[2:]))
+            return record
+
+        hooks = [m.register_forward_hook(hook(n)) for n, m in convs.items()]
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            with torch.no_grad():
+                model(_example_input(model, input_size))
+        finally:
+            torch.set_num_threads(threads)
+            for h in hooks:
+                h.remove()
+        _LAYOUT_CACHE[key] = [ConvShape(n, m.in_channels // m.groups, m.out_channels, m.groups,
+                                        seen[n]) for n, m in convs.items() if n in seen]
+    return _LAYOUT_CACHE[key]
+
+
 # --------------------------------------------------------------------------- fast estimate
 
 class _MacEstimator(TorchDispatchMode):
@@ -515,6 +589,7 @@ def clear_cache() -> None:
     """Forget cached counts; anything derived from them keys on :func:`cache_generation`."""
     _COUNT_CACHE.clear()
     _ESTIMATE_CACHE.clear()
+    _LAYOUT_CACHE.clear()
     _GENERATION[0] += 1
 
 

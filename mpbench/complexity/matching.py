@@ -8,14 +8,37 @@ size and class count.
 
 Rules
 -----
+Every match is within ±T of B, or it is refused with :class:`BudgetError` (a one-line
+:class:`~mpbench.errors.UserError`) before anything trains:
+
 * ``int`` knobs (widths): candidates are the multiples of ``step`` in [low, high]; ``step``
   may depend on the other arguments (e.g. per-path width divisible by ``paths``). The closest
-  candidate must be within ±T of B, else :class:`BudgetError`.
+  candidate must be within ±T of B.
 * ``float`` knobs (multipliers): searched continuously in [low, high] (values rounded to 4
-  decimals); must land within ±T, else :class:`BudgetError`.
-* ``choice`` knobs (depth): the nearest choice is taken and its deviation recorded, even
-  beyond ±T ("depth within the nearest step"); the model is refused only when B lies outside
-  the reachable range by more than T (below the shallowest or above the deepest choice).
+  decimals); must land within ±T.
+* ``choice`` knobs (depth): the nearest choice is taken. If it is not within ±T, the knob's
+  ``adjust`` argument (for the CIFAR ResNets the base ``width``, a float whose stage widths
+  are rounded per stage) is searched like a float knob in ``adjust_range`` times its
+  configured value (default x0.8..x1.25; ResNet depth steps are at most 75% apart in MACs, so
+  the nearest depth is at most ~32% off and a width change of at most ~15% fixes it). The
+  match records both: ``knob_value`` is the depth, ``adjust`` holds the adjusted argument
+  (e.g. ``{"width": 16.7}``), ``knob_text`` reads ``56 (width 16.7)``, and ``args`` carry both
+  so ``get_entry(name).fn(**args)`` rebuilds the counted model. A choice knob without
+  ``adjust`` that misses ±T is refused.
+* **No knob at an end of its range.** An ``int`` or ``float`` knob (or a choice knob's
+  adjusted argument) that ends at its low or high bound, or for a float at a value whose
+  model costs exactly what the bound's does (channels are rounded, so a float knob has
+  plateaus), is refused even within ±T: the search was clipped, and the model is either the
+  smallest/largest the family allows or the budget lies beyond it. A choice knob is refused at its shallowest (deepest) choice only
+  when the budget lies below (above) that choice by more than T: there the adjustment would
+  be standing in for depths the family does not have.
+* **No degenerate structure.** The matched model is built and run once; among its
+  convolutions that see a spatial map larger than 1x1 (1x1 convolutions on pooled features
+  are the fully-connected layers of a gate, e.g. SE, SK, split attention, and are not
+  checked), a grouped one with fewer than 2 input channels per group (shrunk to
+  depthwise) or fewer than 4 output channels (a stage narrower than 4 channels) refuses the
+  match. A kind of problem that the model already has as configured (its knob at the
+  configured value) is its design, e.g. depthwise convolutions, and is not held against it.
 * No knob: the model is measured as given and refused if it is off by more than T.
 
 MACs are assumed to grow monotonically with the knob. The search brackets the budget with a
@@ -33,7 +56,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -41,7 +64,8 @@ from mpbench.complexity.counting import (InputSize, cache_generation, count_mode
                                          freeze, model_args)
 from mpbench.errors import UserError
 
-__all__ = ["Match", "BudgetError", "match_budget", "describe", "match_suite", "suite_geometry"]
+__all__ = ["Match", "BudgetError", "match_budget", "describe", "match_suite", "suite_geometry",
+           "degenerate_structure"]
 
 _FLOAT_DECIMALS = 4
 _MAX_COUNTS = 40  # safety net; a search normally needs 2-6 estimates
@@ -54,7 +78,8 @@ class Match:
     ``args`` are the complete builder arguments (registry defaults, the user's arguments, the
     knob value, ``num_classes`` and ``in_chans``): ``get_entry(name).fn(**args)`` rebuilds
     the measured model. ``deviation`` is ``(gmacs - budget) / budget``; ``budget_gmacs`` and
-    ``deviation`` are NaN for a model measured without a budget.
+    ``deviation`` are NaN for a model measured without a budget. ``adjust`` names the
+    arguments a choice knob's secondary search changed (``{"width": 16.7}``), else empty.
     """
 
     name: str
@@ -67,10 +92,18 @@ class Match:
     deviation: float
     macs: int = 0
     label: str | None = None
+    adjust: dict = field(default_factory=dict)
 
     @property
     def display(self) -> str:
         return self.label or self.name
+
+    @property
+    def knob_text(self) -> str:
+        """The knob value as a table shows it: ``56``, or ``56 (width 16.7)`` when a choice
+        knob's ``adjust`` argument was searched too."""
+        extra = ", ".join(f"{k} {v:g}" for k, v in self.adjust.items())
+        return f"{self.knob_value} ({extra})" if extra else f"{self.knob_value}"
 
     def as_dict(self) -> dict:
         out = asdict(self)
@@ -81,11 +114,15 @@ class Match:
 
 
 class BudgetError(UserError):
-    """A model cannot reach a budget within tolerance. ``closest`` is the nearest it gets."""
+    """A model cannot reach a budget fairly: not within tolerance, only with its knob at an
+    end of its range, or only with a degenerate structure. ``closest`` is the nearest it
+    gets (the refused match itself for the last two); ``reason`` says which, in a few words."""
 
     def __init__(self, message: str, *, name: str, budget_gmacs: float, tolerance: float,
-                 closest: Match | None = None, label: str | None = None):
+                 closest: Match | None = None, label: str | None = None,
+                 reason: str = "off budget"):
         super().__init__(message)
+        self.reason = reason  # short: "off budget", "knob at range end", "degenerate"
         self.name = name
         self.budget_gmacs = budget_gmacs
         self.tolerance = tolerance
@@ -362,17 +399,139 @@ def _match(entry, budget: float, args: dict, input_size: tuple, num_classes: int
             value = min((value, other), key=lambda v: (abs(exact(v) - target), grid.index(v)))
     m = describe(entry.name, {**args, knob.name: value}, budget, **geometry)
 
-    if grid is None or knob.kind != "choice":
-        refuse = True
-    else:  # a choice knob is refused only when the budget lies beyond its range
+    def refuse(m: Match, reason: str, why: str):
+        raise BudgetError(f"model {entry.name} cannot meet budget {budget:g} GMACs {why}",
+                          name=entry.name, budget_gmacs=budget, tolerance=tolerance,
+                          closest=m, reason=reason)
+
+    off = f"within ±{tolerance:.0%}: closest is {{}} at {{:.4g}} GMACs ({{:+.1%}})"
+    if knob.kind == "choice":
         i = grid.index(value)
-        refuse = ((i == 0 and m.macs > target) or (i == len(grid) - 1 and m.macs < target))
-    if refuse and abs(m.deviation) > tolerance:
-        raise BudgetError(
-            f"model {entry.name} cannot meet budget {budget:g} GMACs within ±{tolerance:.0%}: "
-            f"closest is {knob.name}={value} at {m.gmacs:.4g} GMACs ({m.deviation:+.1%})",
-            name=entry.name, budget_gmacs=budget, tolerance=tolerance, closest=m)
+        beyond = (i == 0 and m.macs > target) or (i == len(grid) - 1 and m.macs < target)
+        if abs(m.deviation) > tolerance:
+            if beyond or not knob.adjust:
+                refuse(m, "off budget", off.format(f"{knob.name}={value}", m.gmacs, m.deviation))
+            m = _adjust(entry, knob, args, value, budget, tolerance, geometry)
+            name, w = next(iter(m.adjust.items()))
+            if abs(m.deviation) > tolerance:
+                refuse(m, "off budget", off.format(f"{knob.name}={m.knob_text}", m.gmacs,
+                                                   m.deviation))
+            low, high = _adjust_bounds(entry, knob, args)
+            end = _at_end(w, low, high, lambda v: estimate_model(
+                entry.name, {**args, knob.name: value, name: v}, **geometry))
+            if end:
+                at = f"{name}={w:g}" + ("," if w in (low, high) else ", which costs the same as")
+                refuse(m, "knob at range end",
+                       f"fairly: {knob.name}={value} needs {at} the {end} end of its range "
+                       f"[{low:g}, {high:g}] ({m.gmacs:.4g} GMACs, {m.deviation:+.1%})")
+    else:
+        if abs(m.deviation) > tolerance:
+            refuse(m, "off budget", off.format(f"{knob.name}={value}", m.gmacs, m.deviation))
+        low, high = (knob.low, knob.high) if grid is None else (grid[0], grid[-1])
+        end = _at_end(value, low, high, estimate if grid is None else None)
+        if end:
+            at = f"{knob.name}={value:g}" + ("," if value in (low, high) else
+                                             ", which costs the same as")
+            refuse(m, "knob at range end",
+                   f"fairly: it needs {at} the {end} end of its range [{low:g}, {high:g}] "
+                   f"({m.gmacs:.4g} GMACs, {m.deviation:+.1%})")
+    problem = degenerate_structure(entry.name, m.args, args, **geometry)
+    if problem:
+        refuse(m, "degenerate", f"fairly: at {knob.name}={m.knob_text} ({m.gmacs:.4g} GMACs) "
+                                f"{problem}")
     return m
+
+
+def _at_end(value, low, high, estimate: Callable[[Any], int] | None) -> str | None:
+    """"low"/"high" when ``value`` is an end of [low, high], or (float knobs, ``estimate``
+    given) builds a model as costly as that end: channels are rounded, so a float knob has
+    plateaus, and a value on the end's plateau is the end's model under another name. Only
+    values within a factor 2 of an end are compared (a plateau is one rounding step wide)."""
+    if value == low:
+        return "low"
+    if value == high:
+        return "high"
+    if estimate is not None:
+        if value < 2 * low and estimate(value) == estimate(low):
+            return "low"
+        if value > high / 2 and estimate(value) == estimate(high):
+            return "high"
+    return None
+
+
+def _adjust_bounds(entry, knob, args: dict) -> tuple[float, float]:
+    """The range a choice knob's ``adjust`` argument is searched in: ``adjust_range`` times
+    its configured value."""
+    v0 = entry.args(**args).get(knob.adjust)
+    if not _positive_number(v0):
+        raise UserError(f"model {entry.name}: knob '{knob.name}' adjusts '{knob.adjust}', "
+                        f"which must be a positive number, got {v0!r}")
+    lo, hi = knob.adjust_range
+    return round(v0 * lo, _FLOAT_DECIMALS), round(v0 * hi, _FLOAT_DECIMALS)
+
+
+def _adjust(entry, knob, args: dict, value, budget: float, tolerance: float,
+            geometry: dict) -> Match:
+    """At choice ``value``, search ``knob.adjust`` as a float knob (estimates steer, fvcore
+    counts the answer, as for float knobs); the Match records it in ``adjust``."""
+    name = knob.adjust
+    low, high = _adjust_bounds(entry, knob, args)
+    start = float(entry.args(**args)[name])
+    fixed = {**args, knob.name: value}
+    target = budget * 1e9
+
+    def estimate(w) -> int:
+        return estimate_model(entry.name, {**fixed, name: w}, **geometry)
+
+    def exact(w) -> int:
+        return count_model(entry.name, {**fixed, name: w}, **geometry).macs
+
+    rho, tried = 1.0, []
+    for _ in range(4):
+        probe = _Probe(lambda w, scale=rho: scale * estimate(w))
+        w = _search_float(low, high, probe, target, start, tolerance, power=2.0)
+        tried.append(w)
+        new_rho = exact(w) / max(estimate(w), 1)
+        if abs(new_rho - rho) <= 1e-4 * rho or tried.count(w) > 1:
+            break
+        rho = new_rho
+    m = describe(entry.name, {**fixed, name: w}, budget, **geometry)
+    return replace(m, adjust={name: w})
+
+
+def degenerate_structure(name: str, args: dict, configured: dict | None = None, *,
+                         input_size: InputSize = (3, 32, 32),
+                         num_classes: int = 100) -> str | None:
+    """Why the model built with ``args`` is structurally degenerate, or None.
+
+    Only convolutions that see a spatial map larger than 1x1 are checked (1x1 convolutions on
+    pooled features are a gate's fully-connected layers). Degenerate: a grouped convolution
+    with fewer than 2 input channels per group, or fewer than 4 output channels. A kind of
+    problem that the model built with ``configured`` (the arguments before matching) has too
+    is its design, not a degeneration, and is ignored.
+    """
+    from mpbench.complexity.counting import conv_layout
+
+    geometry = dict(input_size=input_size, num_classes=num_classes)
+
+    def problems(a: dict) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for c in conv_layout(name, a, **geometry):
+            if math.prod(c.spatial) <= 1:
+                continue
+            if c.per_group < 2 and c.groups > 1:
+                found.setdefault("group", f"grouped conv {c.name} has {c.per_group} input "
+                                          f"channel per group ({c.groups} groups)")
+            if c.out < 4:
+                found.setdefault("narrow", f"conv {c.name} is {c.out} channels wide "
+                                           f"(under 4)")
+        return found
+
+    found = problems(args)
+    if found and configured is not None:
+        design = problems(configured)
+        found = {k: v for k, v in found.items() if k not in design}
+    return next(iter(found.values()), None)
 
 
 # --------------------------------------------------------------------------- suites

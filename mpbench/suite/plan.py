@@ -75,8 +75,10 @@ def plan_suite(suite: Suite, source: str = "<suite>", data_root=None) -> list[Ru
                 else:
                     m = match_budget(spec.name, budget, args, input_size=input_size,
                                      num_classes=num_classes, tolerance=suite.tolerance)
+                    # a depth adjusted in width reads "56 (width 16.7)"; args carry both
                     full_args, knob, value, gmacs, params, dev = (
-                        m.args, m.knob, m.knob_value, m.gmacs, m.params, m.deviation)
+                        m.args, m.knob, m.knob_text if m.adjust else m.knob_value, m.gmacs,
+                        m.params, m.deviation)
             except BudgetError as exc:
                 raise SuiteError(f"{source}: budgets_gmacs: {exc}") from None
             except UserError as exc:
