@@ -97,8 +97,11 @@ def decoded_bytes(files: list[str]) -> tuple[int, bool]:
         try:
             with Image.open(path) as img:  # lazy: reads the header only
                 sizes.append(img.size)
-        except (OSError, SyntaxError, ValueError) as exc:
-            raise DataError(f"{path}: not a readable image ({exc})") from None
+        except (OSError, SyntaxError, ValueError):  # skipped when read, as in training
+            continue
+    if not sizes:
+        raise DataError(f"{files[0]}: none of {len(files[::step][:HEADER_SAMPLES])} sampled "
+                        f"files is a readable image")
     mean_pixels = sum(w * h for w, h in sizes) / len(sizes)
     return int(mean_pixels * 3 * len(files)), len(set(sizes)) == 1
 

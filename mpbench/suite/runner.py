@@ -66,8 +66,11 @@ def run_config(plan: RunPlan, suite: Suite, source: str | None = None) -> dict:
             "mpbench_version": __version__}
 
 
-#: config fields that do not change a run's outcome: changing them under an existing --out is fine
-NOT_FINGERPRINTED = {"dataset": ("num_workers",), "recipe": ("checkpoint_every_min",)}
+#: config fields that do not change a run's outcome: changing them under an existing --out is fine.
+#: How often a run is evaluated changes its curves, never its weights: runs made before
+#: `test_every` existed evaluated the test set every `eval_every` epochs, and stay resumable.
+NOT_FINGERPRINTED = {"dataset": ("num_workers",),
+                     "recipe": ("checkpoint_every_min", "eval_every", "test_every")}
 
 
 def _fingerprint(config: dict) -> dict:
