@@ -221,11 +221,11 @@ def test_out_of_memory_is_recorded_the_suite_goes_on_and_the_next_run_retries(
     assert not (out / "runs" / RUN_IDS[0] / "failure.json").exists()
 
 
-# mid-epoch checkpoints (recipe.checkpoint_every_min; here forced every 3 of the 8 batches of
-# an epoch): (which checkpoint write is killed, the resume it leads to). The 1st write is
-# epoch 1's batch 3; the 5th is epoch 2's batch 6.
-MID_EPOCH_KILLS = [(1, "resuming after epoch 0, at batch 3 of epoch 1"),
-                   (5, "resuming after epoch 1, at batch 6 of epoch 2")]
+# mid-epoch checkpoints (recipe.checkpoint_every_min; here forced every 3 batches of an epoch
+# of 7): (which checkpoint write is killed, the resume it leads to). The 1st write is after
+# epoch 1's 3rd batch; the 5th after epoch 2's 6th (the 3rd is the end of epoch 1).
+MID_EPOCH_KILLS = [(1, "resuming after epoch 0 and 3 batches of epoch 1"),
+                   (5, "resuming after epoch 1 and 6 batches of epoch 2")]
 
 
 @pytest.mark.parametrize("nth,resumed", MID_EPOCH_KILLS, ids=["epoch1-batch3", "epoch2-batch6"])
@@ -253,7 +253,7 @@ def test_stop_signal_checkpoints_mid_epoch_exits_and_resumes(tmp_path, reference
 
     suite, out, marker = tmp_path / "s.yaml", tmp_path / "o", tmp_path / "in-batch"
     suite.write_text(SUITE)
-    # held inside batch 4 of epoch 2 (the 12th batch) of the first run until the signal is sent
+    # held inside the 12th training batch (in epoch 2) of the first run until the signal is sent
     proc = python_process(HERE / "signal_inject.py", marker, 12, *_run_args(suite, out),
                           stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -265,15 +265,21 @@ def test_stop_signal_checkpoints_mid_epoch_exits_and_resumes(tmp_path, reference
     (tmp_path / "in-batch.sent").write_text("")
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, stdout + stderr  # a clean exit, not a kill
-    assert f"{signame} at epoch 2, batch 4: checkpoint saved" in stderr, stderr
     assert "Traceback" not in stderr
     run0 = out / "runs" / RUN_IDS[0]
     state = load_checkpoint(run0 / "checkpoint.pt", log=pytest.fail)
-    assert (state["epoch"], state["batch"]) == (1, 4)
+    import yaml
+    cfg = yaml.safe_load(SUITE)
+    steps = ((cfg["dataset"]["num_train"] - cfg["dataset"].get("val_split", 0))
+             // cfg["recipe"]["batch_size"])  # batches per epoch
+    assert (state["epoch"], state["batch"]) == (1, 12 - steps)  # the 12th batch was the last
+    assert state["partial"]["seen"] == 32 * state["batch"]
+    assert f"{signame} after {state['batch']}/" in stderr and "checkpoint saved" in stderr
     assert not (run0 / "result.json").exists() and not (out / "runs" / RUN_IDS[1]).exists()
     assert f"interrupted by {signame}" in (run0 / "log.txt").read_text()
 
     rerun = _mpbench(_run_args(suite, out))
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
-    assert "resuming after epoch 1, at batch 4 of epoch 2" in (run0 / "log.txt").read_text()
+    assert f"resuming after epoch 1 and {state['batch']} batches of epoch 2" in \
+        (run0 / "log.txt").read_text()
     _assert_complete_and_equal(out, reference)

@@ -255,8 +255,7 @@ CIFAR_JPG = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-j
 def test_cifar10_jpeg_copy_streamed_at_64px_learns(tmp_path_factory):
     root = tmp_path_factory.mktemp("cifar10jpg")
     subprocess.run(["tar", "xzf", str(CIFAR_JPG), "-C", str(root)], check=True)
-    found = [p.parent for p in root.rglob("train") if p.is_dir()]
-    folder = found[0].parent if found else root
+    folder = next(p.parent for p in root.rglob("train") if p.is_dir())
     cfg = DatasetConfig(name="imagefolder", root=str(folder), loader="stream", crop_size=64,
                         train_subset=5000, num_workers=2).model_dump()
     data = load_dataset(cfg)
@@ -277,3 +276,41 @@ def _train_real(data, recipe):
     seed_everything(0)
     model = create_model("cifar_resnet_tiny", width=8, num_classes=10)
     return train(model, data, recipe, seed=0, progress=False).history
+
+
+def test_truncated_jpeg_in_the_memory_pipeline_is_one_line_naming_it(tmp_path):
+    root = write_folder(tmp_path / "t", truncated=True)
+    with pytest.raises(DataError, match=r"train/bee/0003.jpg: unreadable image"):
+        load_dataset(DatasetConfig(name="imagefolder", root=str(root), loader="memory").model_dump())
+
+
+def test_bad_folder_stops_mpbench_run_with_one_line_exit_2_nothing_written(tmp_path, capsys,
+                                                                           folder):
+    from mpbench.cli import main
+
+    (folder / "train" / "eel").mkdir()
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"name: s\ndataset: {{name: imagefolder, root: {folder}, loader: stream, "
+                     f"crop_size: 16}}\nrecipe: {{epochs: 1, batch_size: 8}}\n"
+                     f"models: [{{name: cifar_resnet_tiny, match: false}}]\n")
+    assert main(["run", str(suite), "--out", str(tmp_path / "o"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train/eel: a class folder with no images" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_mpbench_run_streams_a_folder_end_to_end(tmp_path, folder):
+    import json
+
+    from mpbench.cli import main
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(f"name: s\ndataset: {{name: imagefolder, root: {folder}, loader: stream, "
+                     f"crop_size: 16, num_workers: 0}}\n"
+                     f"recipe: {{epochs: 1, batch_size: 8, eval_batch_size: 8}}\n"
+                     f"models: [{{name: cifar_resnet_tiny, match: false, args: {{width: 4}}}}]\n")
+    assert main(["run", str(suite), "--out", str(tmp_path / "o"), "--no-progress"]) == 0
+    run = next((tmp_path / "o" / "runs").iterdir())
+    (m,) = json.loads((run / "metrics.json").read_text())
+    assert m["skipped_images"] == 0 and "data_wait_share" in m and m["test_top1"] is not None
+    assert "data wait" in (run / "log.txt").read_text()

@@ -47,6 +47,16 @@ def add_parser(sub) -> None:
     p.add_argument("--profile", action="store_true",
                    help="also print torch.profiler's top ops of --steps model-only training steps")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--loader", choices=("memory", "stream"), default="memory",
+                   help="stream: measure the streaming pipeline (DataLoader workers, timm "
+                        "transforms) on --data-root's training images, per --workers count, "
+                        "next to the in-memory one (the first MODEL; see BENCHMARKS.md §6)")
+    p.add_argument("--data-root", metavar="DIR",
+                   help="--loader stream: an image folder (train/<class>/*, test/<class>/*)")
+    p.add_argument("--workers", default="0,1,2", metavar="N,N,...",
+                   help="--loader stream: DataLoader worker counts (default 0,1,2)")
+    p.add_argument("--image-size", type=int, default=64, metavar="PX",
+                   help="--loader stream: crop size (default 64)")
     p.set_defaults(func=run)
 
 
@@ -63,6 +73,8 @@ def run(args) -> int:
         if args.threads < 1:
             raise UserError("--threads must be >= 1")
         torch.set_num_threads(args.threads)
+    if args.loader == "stream":
+        return _run_stream(args)
     common = parse_args_tokens(args.args)
     specs = [parse_model_spec(m, common) for m in args.models]
     say = None if args.json else (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
@@ -106,4 +118,23 @@ def run(args) -> int:
                                      steps=args.steps, device=args.device,
                                      num_classes=args.classes, amp=args.amp,
                                      channels_last=args.channels_last))
+    return 0
+
+
+def _run_stream(args) -> int:
+    from mpbench.bench.streaming import bench_stream, format_stream
+    from mpbench.errors import UserError
+
+    if not args.data_root:
+        raise UserError("--loader stream needs --data-root DIR (an image folder)")
+    try:
+        workers = [int(w) for w in args.workers.split(",")]
+    except ValueError:
+        raise UserError(f"--workers: {args.workers!r} is not a list of counts like 0,1,2") from None
+    device = "cuda" if args.device == "auto" and __import__("torch").cuda.is_available() else \
+        ("cpu" if args.device == "auto" else args.device)
+    res = bench_stream(args.models[0], args.data_root, workers=workers,
+                       batch_size=args.batch_size, size=args.image_size, batches=args.steps,
+                       repeats=args.repeats, device=device)
+    print(json.dumps(res, indent=2) if args.json else format_stream(res))
     return 0

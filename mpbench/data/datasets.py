@@ -214,7 +214,7 @@ def _decode(data: bytes) -> np.ndarray:
 def _iter_folder(root: Path) -> Iterable[tuple[str, str, bytes]]:
     for path in sorted(root.glob("*/*/*")):
         if path.suffix.lower() in IMAGE_SUFFIXES and path.parts[-3] in ("train", "test"):
-            yield path.parts[-3], path.parts[-2], path.read_bytes()
+            yield path.parts[-3], path.parts[-2], path.read_bytes(), str(path)
 
 
 def _iter_tar(archive: Path) -> Iterable[tuple[str, str, bytes]]:
@@ -223,7 +223,7 @@ def _iter_tar(archive: Path) -> Iterable[tuple[str, str, bytes]]:
             parts = Path(member.name).parts
             if (member.isfile() and len(parts) >= 3 and parts[-3] in ("train", "test")
                     and Path(member.name).suffix.lower() in IMAGE_SUFFIXES):
-                yield parts[-3], parts[-2], tar.extractfile(member).read()
+                yield parts[-3], parts[-2], tar.extractfile(member).read(), f"{archive}:{member.name}"
 
 
 def _image_source(root: Path) -> tuple[Path, Iterable]:
@@ -271,9 +271,13 @@ def _decode_all(items: Iterable, source: Path) -> dict[str, np.ndarray]:
 
     split_images: dict[str, list] = {"train": [], "test": []}
     split_names: dict[str, list] = {"train": [], "test": []}
-    for split, cls, data in tqdm(items, desc=f"decoding {source.name} (once)", unit="img",
-                                 disable=None):
-        split_images[split].append(_decode(data))
+    for split, cls, data, name in tqdm(items, desc=f"decoding {source.name} (once)", unit="img",
+                                       disable=None):
+        try:
+            split_images[split].append(_decode(data))
+        except (OSError, SyntaxError, ValueError) as exc:  # truncated / corrupt: nothing cached
+            raise DataError(f"{name}: unreadable image ({exc}); replace or remove it (or use "
+                            f"dataset.loader: stream, which skips and counts such files)") from None
         split_names[split].append(cls)
     classes = sorted(set(split_names["train"]))
     if not classes or not split_names["test"]:

@@ -74,8 +74,11 @@ class RunJob:
     def checkpoint(self, *args: Any, **kwargs: Any):
         """Called by submitit on preemption / timeout: requeue the same run.
 
-        Nothing needs saving here: the runner checkpoints after every epoch and the requeued
-        job resumes from ``runs/<run_id>/checkpoint.pt`` (losing at most the current epoch).
+        Nothing needs saving here: the trainer checkpoints after every epoch and every
+        ``recipe.checkpoint_every_min`` inside one, and the requeued job resumes from
+        ``runs/<run_id>/checkpoint.pt`` at the next batch (losing at most that interval).
+        submitit's SIGTERM handler stays installed (the trainer only takes over SIGTERM and
+        SIGUSR1 when they have their default handlers).
         """
         import submitit
 

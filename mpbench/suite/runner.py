@@ -218,7 +218,7 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
                        if attempt == 0 and is_main() else None)
         if resume is not None:
             note(f"resuming after epoch {resume['epoch']}" + (
-                f", at batch {resume['batch']} of epoch {resume['epoch'] + 1}"
+                f" and {resume['batch']} batches of epoch {resume['epoch'] + 1}"
                 if resume.get("batch") else ""))
         seed_everything(seed, suite.recipe.deterministic)
         model = create_model(plan.model, **plan.args)

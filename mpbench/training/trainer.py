@@ -277,7 +277,8 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
                 clock.saved()
                 if stop.signum is not None:
                     from mpbench.errors import Interrupted
-                    raise Interrupted(stop.signum, f"at epoch {epoch + 1}, batch {i + 1}")
+                    raise Interrupted(stop.signum, f"after {i + 1}/{steps_per_epoch} batches of "
+                                                    f"epoch {epoch + 1}")
                 t0 += time.perf_counter() - t_last  # the save is not training time
                 t_last = time.perf_counter()
         if device.type == "cuda":
