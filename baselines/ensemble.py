@@ -20,12 +20,18 @@ mean would divide every member's effective learning rate by N). mpbench's traine
 combined output, so training accuracy is the ensemble's. A trainer that applies plain
 cross-entropy to ``model(x)`` instead would train the members jointly through the combined
 output (a mixture), which is a different baseline; mpbench's does not.
-"""
-from __future__ import annotations
 
+timm's contract: features are the members' concatenated along channels (member i's in
+channels ``[i·C, (i+1)·C)``): ``forward_features``, ``forward_intermediates`` and
+``feature_info`` (each stage ``N·C`` channels), ``num_features`` = ``N·C`` pooled;
+``forward_head(x)`` splits them, runs each member's head and combines, and
+``pre_logits=True`` (or ``num_classes=0``) returns the members' pooled features
+concatenated. These need members that have the contract themselves (every built-in does);
+``forward`` itself calls each member whole, so any registered model can be a member.
+"""
 import math
 from dataclasses import replace
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -41,6 +47,8 @@ COMBINE = ("mean_probs", "mean_logits")
 class Ensemble(nn.Module):
     """Runs every member on the same input and combines their class scores."""
 
+    member_logits: Optional[torch.Tensor]
+
     def __init__(self, members: Sequence[nn.Module], combine: str = "mean_probs"):
         super().__init__()
         if not members:
@@ -50,15 +58,60 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.combine = combine
         self.num_classes = getattr(members[0], "num_classes", None)
+        self.features_only = self.num_classes == 0  # no classifier: forward gives features
+        if hasattr(members[0], "num_features"):
+            self.num_features = self.head_hidden_size = len(members) * members[0].num_features
+        if hasattr(members[0], "feature_info"):
+            self.feature_info = [dict(info, num_chs=info["num_chs"] * len(members))
+                                 for info in members[0].feature_info]
         # Set by forward() in training mode for training_loss(); None otherwise.
-        self.member_logits: torch.Tensor | None = None
+        self.member_logits = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = torch.stack([m(x) for m in self.members])  # N x B x classes
+        outs = []
+        for m in self.members:
+            outs.append(m(x))
+        if self.features_only:
+            return torch.cat(outs, 1)
+        return self.combine_logits(torch.stack(outs))  # N x B x classes
+
+    def combine_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """``N x B x classes`` member logits -> the combination (see the module docstring)."""
         self.member_logits = logits if self.training else None
         if self.combine == "mean_logits":
             return logits.mean(0)
         return torch.logsumexp(F.log_softmax(logits, dim=-1), dim=0) - math.log(len(self.members))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m.forward_features(x) for m in self.members], 1)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        xs = x.chunk(len(self.members), 1)
+        outs = [m.forward_head(xi, pre_logits=pre_logits) for m, xi in zip(self.members, xs)]
+        if pre_logits or self.features_only:
+            return torch.cat(outs, 1)
+        return self.combine_logits(torch.stack(outs))
+
+    def forward_intermediates(self, x: torch.Tensor, indices=None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW",
+                              intermediates_only: bool = False):
+        """Each member's ``forward_intermediates``, concatenated stage by stage."""
+        outs = [m.forward_intermediates(x, indices, norm=norm, stop_early=stop_early,
+                                        output_fmt=output_fmt,
+                                        intermediates_only=intermediates_only)
+                for m in self.members]
+        if intermediates_only:
+            return [torch.cat(maps, 1) for maps in zip(*outs)]
+        return (torch.cat([o[0] for o in outs], 1),
+                [torch.cat(maps, 1) for maps in zip(*(o[1] for o in outs))])
+
+    def prune_intermediate_layers(self, indices=None, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        take = [m.prune_intermediate_layers(indices, prune_norm=prune_norm,
+                                            prune_head=prune_head) for m in self.members]
+        if prune_head:
+            self.num_classes, self.features_only = 0, True
+        return take[0]
 
     def training_loss(self, out: torch.Tensor, y: torch.Tensor,
                       smoothing: float = 0.0) -> torch.Tensor:
@@ -74,10 +127,14 @@ class Ensemble(nn.Module):
     def get_classifier(self) -> nn.ModuleList:
         return nn.ModuleList(m.get_classifier() for m in self.members)
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         for m in self.members:
-            m.reset_classifier(num_classes)
+            if global_pool is None:
+                m.reset_classifier(num_classes)
+            else:
+                m.reset_classifier(num_classes, global_pool)
         self.num_classes = num_classes
+        self.features_only = num_classes == 0
 
 
 def ensemble(member: str = "cifar_resnet20", n: int = 3, member_args: dict | None = None,

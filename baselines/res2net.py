@@ -8,8 +8,6 @@ cardinality-1 Res2Net-29 26w x 4s mirrors the ImageNet Res2Net-50 setting; ``_w1
 use the plain CIFAR ResNets' widths for small budgets (see ``resnet_bottleneck29``). Knob:
 ``base_width`` (channels per group and scale at stage 1).
 """
-from __future__ import annotations
-
 import torch.nn as nn
 from timm.models.res2net import Bottle2neck
 

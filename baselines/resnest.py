@@ -14,8 +14,6 @@ convolution has ``radix`` groups per cardinal group, so each stage's channels pe
 group are rounded to a multiple of ``radix`` (``group_multiple``); widths that are multiples
 of ``radix``, such as the registered variants', are unchanged.
 """
-from __future__ import annotations
-
 from timm.models.resnest import ResNestBottleneck
 
 from mpbench.registry import Knob, register_model

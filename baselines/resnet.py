@@ -6,14 +6,13 @@ uses a 3x3 stride-1 stem, no max-pool and any number of stages. Shortcuts that c
 are 1x1 conv + BN projections (option B), which gives the published parameter counts
 (ResNet-56: 861,620 at 100 classes).
 """
-from __future__ import annotations
-
 import math
 from typing import Sequence
 
 import torch
 import torch.nn as nn
-from timm.layers import create_attn
+from timm.layers import SelectAdaptivePool2d, create_attn
+from timm.models._features import feature_take_indices
 from timm.models.resnet import BasicBlock, Bottleneck
 
 from mpbench.registry import Knob, register_model
@@ -49,8 +48,36 @@ def cifar_stem(in_chans: int, width: int) -> nn.Sequential:
 
 
 class ClassifierNet(nn.Module):
-    """timm's classifier interface over ``forward_features``/``forward_head``, ``fc`` and
-    ``num_features``: what fine-tuning uses to swap the head."""
+    """timm's model contract over ``stem``, ``stages`` (one ``nn.Sequential`` entry per
+    stage), ``global_pool``, ``drop`` and ``fc``, for every CIFAR-form model here.
+
+    Subclasses build those modules and set ``num_classes``, ``num_features`` (=
+    ``head_hidden_size``, the pooled width the classifier sees) and ``feature_info`` (one
+    ``dict(num_chs, reduction, module)`` per stage); they may override
+    :meth:`forward_stem` (what runs before the stages) and :meth:`forward_norm` (after
+    them, e.g. a pre-activation network's final BN-ReLU). This gives what timm's models
+    offer: ``forward_features``/``forward_head(x, pre_logits=)``, ``reset_classifier
+    (num_classes, global_pool=None)`` (``0`` removes the classifier, ``''`` the pooling),
+    ``forward_intermediates`` and ``prune_intermediate_layers`` (so timm's
+    ``features_only=True`` works through its ``FeatureGetterNet``).
+    """
+
+    num_classes: int
+    num_features: int
+    head_hidden_size: int
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem(x)
+
+    def forward_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_norm(self.stages(self.forward_stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(self.global_pool(x))
+        return x if pre_logits else self.fc(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
@@ -58,9 +85,70 @@ class ClassifierNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.fc
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def create_fc(self, num_classes: int) -> nn.Module:
+        """The classifier for ``num_classes`` (``nn.Identity`` for 0) over ``num_features``."""
+        return nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def init_head(self, num_classes: int, global_pool: str = "avg") -> None:
+        """Set ``global_pool`` and ``fc`` (and the head's attributes): for ``__init__``."""
+        if not global_pool and num_classes > 0:
+            raise ValueError("global_pool='' (no pooling) needs num_classes=0 (no classifier)")
         self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
+        self.head_hidden_size = self.num_features
+        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=bool(global_pool))
+        self.fc = self.create_fc(num_classes)
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """A new classifier for ``num_classes`` (0: none, ``forward`` gives pooled features);
+        ``global_pool`` ('avg', 'max', ..., '' for none) replaces the pooling when given."""
+        pool = self.global_pool.pool_type if global_pool is None else global_pool
+        self.init_head(num_classes, pool)
+
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False,
+        stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Stage outputs (timm's convention): ``indices`` None for all stages, an int for the
+        last n, or a list; ``norm`` applies :meth:`forward_norm` to the last stage's."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        take, max_index = feature_take_indices(len(self.stages), indices)
+        last = len(self.stages) - 1
+        intermediates = []
+        x = self.forward_stem(x)
+        stages = self.stages[:max_index + 1] if stop_early else self.stages
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take:
+                intermediates.append(self.forward_norm(x) if norm and i == last else x)
+        if intermediates_only:
+            return intermediates
+        return self.forward_norm(x), intermediates
+
+    def prune_intermediate_layers(self, indices: int | list[int] | None = None,
+                                  prune_norm: bool = False, prune_head: bool = True) -> list[int]:
+        """Drop the stages after the last of ``indices`` (and the classifier); returns the
+        absolute indices (timm's ``FeatureGetterNet`` calls this)."""
+        take, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[:max_index + 1]
+        if prune_norm or max_index < len(self.feature_info) - 1:
+            self.prune_norm()
+        if prune_head:
+            self.reset_classifier(0, "")
+        return take
+
+    def prune_norm(self) -> None:
+        """Remove what :meth:`forward_norm` applies (nothing here)."""
+
+
+def stage_feature_info(channels: Sequence[int], strides: Sequence[int],
+                       stem_reduction: int = 1) -> list[dict]:
+    """timm's ``feature_info``: one ``dict(num_chs, reduction, module='stages.i')`` a stage."""
+    info, reduction = [], stem_reduction
+    for i, (chs, stride) in enumerate(zip(channels, strides)):
+        reduction *= stride
+        info.append(dict(num_chs=int(chs), reduction=reduction, module=f"stages.{i}"))
+    return info
 
 
 class CifarResNet(ClassifierNet):
@@ -76,13 +164,13 @@ class CifarResNet(ClassifierNet):
                  widths: Sequence[int] = (16, 32, 64), stem_width: int | None = None,
                  num_classes: int = 100, in_chans: int = 3, drop_rate: float = 0.0,
                  cardinality: int = 1, base_width: float = 64, attn_layer: str | None = None,
-                 stage_kwargs: Sequence[dict] | None = None, **block_kwargs):
+                 stage_kwargs: Sequence[dict] | None = None, global_pool: str = "avg",
+                 **block_kwargs):
         super().__init__()
         block_cls = BLOCKS[block] if isinstance(block, str) else block
         stem_width = stem_width or widths[0]
-        self.num_classes = num_classes
         self.stem = cifar_stem(in_chans, stem_width)
-        stages, chs = [], stem_width
+        stages, chs, out_chs = [], stem_width, []
         extra = dict(cardinality=cardinality, base_width=base_width, **block_kwargs)
         if attn_layer is not None:
             extra["attn_layer"] = (attn_layer if callable(attn_layer)
@@ -91,18 +179,13 @@ class CifarResNet(ClassifierNet):
             kw = {**extra, **(stage_kwargs[i] if stage_kwargs else {})}
             stage, chs = make_stage(block_cls, chs, planes, depth, 1 if i == 0 else 2, **kw)
             stages.append(stage)
+            out_chs.append(chs)
         self.stages = nn.Sequential(*stages)
         self.num_features = chs
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.feature_info = stage_feature_info(out_chs, [1] + [2] * (len(out_chs) - 1))
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.fc = nn.Linear(chs, num_classes)
+        self.init_head(num_classes, global_pool)
         init_weights(self)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(self.pool(x).flatten(1)))
 
 
 

@@ -14,8 +14,6 @@ ResNeXt-29 cannot go below about 0.11-0.13 GMACs. For small budgets the ``_w16``
 the plain CIFAR ResNets' widths (stem 16, planes 16/32/64, block outputs 64/128/256):
 ``cifar_resnext29_8x8d_w16`` is 0.13 GMACs, about ResNet-56's cost.
 """
-from __future__ import annotations
-
 from mpbench.registry import Knob, register_model
 
 from .resnet import CifarResNet, resnet_bottleneck29

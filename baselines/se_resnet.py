@@ -11,8 +11,6 @@ explicitly (``channels // reduction``, at least 1), so SE-ResNet-56 has the pape
 Knob: ``width`` (stage-1 channels; stages are w, 2w, 4w or w..8w), a float whose stage widths
 are rounded per stage (``resnet.stage_widths``) so budgets can be met within a few percent.
 """
-from __future__ import annotations
-
 from functools import partial
 
 import torch.nn as nn

@@ -14,8 +14,6 @@ branches see the whole input (``split_input=False``; timm's ImageNet SK-ResNets 
   37.6M parameters, 5.43 GMACs here. Its size has not been checked against the paper's table,
   so it is not pinned.
 """
-from __future__ import annotations
-
 import math
 
 from timm.models.sknet import SelectiveKernelBasic, SelectiveKernelBottleneck

@@ -12,14 +12,12 @@ stage widths are ``round(16 * 2**i * k)``, which is exact for the paper's intege
 ``cifar_wrn28_10_postact`` keeps timm's post-activation block (no dropout) under a name that
 says so, for comparison with other timm-block baselines.
 """
-from __future__ import annotations
-
 import torch
 import torch.nn as nn
 
 from mpbench.registry import Knob, register_model
 
-from .resnet import CifarResNet, ClassifierNet, init_weights
+from .resnet import CifarResNet, ClassifierNet, init_weights, stage_feature_info
 
 __all__ = ["PreActBlock", "WideResNet", "wide_resnet", "wide_resnet_postact", "stage_widths"]
 
@@ -66,13 +64,14 @@ class WideResNet(ClassifierNet):
     """3x3 stem conv (16 channels), three stages of ``PreActBlock``, final BN-ReLU, pool, linear."""
 
     def __init__(self, depth: int = 28, widen_factor: float = 10, drop_rate: float = 0.3,
-                 num_classes: int = 100, in_chans: int = 3, stem_width: int = 16):
+                 num_classes: int = 100, in_chans: int = 3, stem_width: int = 16,
+                 global_pool: str = "avg"):
         super().__init__()
         n = depth_to_blocks(depth)
-        self.num_classes = num_classes
         self.stem = nn.Conv2d(in_chans, stem_width, 3, padding=1, bias=False)
         stages, chs = [], stem_width
-        for i, width in enumerate(stage_widths(widen_factor)):
+        widths = stage_widths(widen_factor)
+        for i, width in enumerate(widths):
             blocks = []
             for j in range(n):
                 blocks.append(PreActBlock(chs, width, 2 if (i > 0 and j == 0) else 1, drop_rate))
@@ -80,17 +79,18 @@ class WideResNet(ClassifierNet):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         self.num_features = chs
+        self.feature_info = stage_feature_info(widths, [1] + [2] * (len(widths) - 1))
         self.norm = nn.BatchNorm2d(chs)
         self.act = nn.ReLU(inplace=True)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(chs, num_classes)
+        self.drop = nn.Identity()  # the paper's dropout is inside the blocks
+        self.init_head(num_classes, global_pool)
         init_weights(self)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.stages(self.stem(x))))
+    def forward_norm(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.norm(x))
 
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.pool(x).flatten(1))
+    def prune_norm(self) -> None:
+        self.norm, self.act = nn.Identity(), nn.Identity()
 
 
 def wide_resnet(depth: int = 28, widen_factor: float = 10, drop_rate: float = 0.3,

@@ -64,7 +64,7 @@ def _assert_complete_and_equal(out: Path, reference) -> None:
         run_dir = out / "runs" / rid
         assert _history(run_dir) == reference[rid]
         result = json.loads((run_dir / "result.json").read_text())
-        assert result["top1"] == reference[rid][-1][2]
+        assert result["top1"] == reference[rid][-1][4]  # final test top-1
         log = (run_dir / "log.txt").read_text()
         assert log.count("epoch 1/3") == 1, log  # never started over
         assert log.count("finished: done") <= 1, log  # (a kill may fall between result and log)

@@ -209,7 +209,7 @@ def test_placement_and_merge():
     assert isinstance(m.fc, PathHeads)
     x = torch.randn(2, 3, 16, 16)
     assert m(x).shape == (2, 10)
-    feats = m.pool(m.forward_features(x)).flatten(1)
+    feats = m.global_pool(m.forward_features(x))
     assert_close(m.fc(feats), m.fc.path_logits(feats).mean(1))
     m.reset_classifier(7)
     assert m(x).shape == (2, 7) and isinstance(m.fc, PathHeads)

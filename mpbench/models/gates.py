@@ -10,8 +10,6 @@ moved to ``device``, CPU by default) per call; leaving the block removes the hoo
 recorded model is unchanged afterwards. Names are those of the cross-connections
 (``MPResNet.gates()``), in forward order.
 """
-from __future__ import annotations
-
 from contextlib import contextmanager
 from typing import Iterator
 

@@ -15,8 +15,6 @@ width ``width`` too, so a single-path network of that width upcycles directly): 
 matching turns. P paths of width w cost about P·w² per layer against w² for one path, so
 ``paths=4, width=8`` sits near a width-16 single path.
 """
-from __future__ import annotations
-
 import math
 from collections import OrderedDict
 from typing import Sequence
@@ -25,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mpbench.baselines.resnet import (BLOCKS, CifarResNet, cifar_stem, depth_to_layers, projection,
+from mpbench.baselines.resnet import (BLOCKS, CifarResNet, ClassifierNet, cifar_stem,
+                                      depth_to_layers, projection, stage_feature_info,
                                       stage_widths)
 from mpbench.models.routing import (GATE_INITS, GRANULARITIES, NORMS, ROUTES, CrossConnection, Gate,
                                     create_gate)
@@ -58,16 +57,42 @@ class PathConv2d(nn.Conv2d):
     ``impl='grouped'`` runs one convolution with ``groups=P``; ``'loop'`` slices the same
     weight and runs P plain convolutions. The parameters are shared, so the two agree up to
     float rounding and ``impl`` can change at any time (see :meth:`MPResNet.set_path_conv`).
+    ``auto`` is resolved (:func:`resolve_path_conv`) when ``impl`` is set and whenever the
+    module moves (``.to()``, ``.cuda()``), into the plain attribute ``grouped`` that
+    ``forward`` branches on: no device test inside ``forward``, so TorchScript and
+    ``torch.fx`` see configuration, not data.
     """
+
+    __jit_unused_properties__ = ["impl"]
+    grouped: bool
 
     def __init__(self, paths: int, in_chs: int, out_chs: int, kernel_size, stride=1, padding=0,
                  dilation=1, impl: str = "auto", device=None, dtype=None):
         super().__init__(paths * in_chs, paths * out_chs, kernel_size, stride=stride,
                          padding=padding, dilation=dilation, groups=paths, bias=False,
                          device=device, dtype=dtype)
+        self.paths = paths
+        self.impl = impl
+
+    @property
+    def impl(self) -> str:
+        return self._impl
+
+    @impl.setter
+    def impl(self, impl: str) -> None:
         if impl not in PATH_CONV_IMPLS:
             raise ValueError(f"path_conv must be one of {PATH_CONV_IMPLS}, got {impl!r}")
-        self.paths, self.impl = paths, impl
+        self._impl = impl
+        self._resolve()
+
+    def _resolve(self) -> None:
+        self.grouped = (self.paths == 1
+                        or resolve_path_conv(self._impl, self.weight.device) == "grouped")
+
+    def _apply(self, fn, recurse=True):
+        out = super()._apply(fn, recurse)
+        self._resolve()  # a move may change what ``auto`` means
+        return out
 
     @classmethod
     @torch.no_grad()
@@ -83,15 +108,18 @@ class PathConv2d(nn.Conv2d):
                   device="meta", dtype=conv.weight.dtype)
         new.weight = nn.Parameter(torch.cat([conv.weight[p * o:(p + 1) * o, p * i:(p + 1) * i]
                                              for p in range(paths)]))
+        new._resolve()
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.paths == 1 or resolve_path_conv(self.impl, x.device) == "grouped":
-            return super().forward(x)
+        if self.grouped:
+            return self._conv_forward(x, self.weight, self.bias)
         ws = self.weight.chunk(self.paths, 0)
         xs = x.chunk(self.paths, 1)
-        return torch.cat([F.conv2d(xi, wi, None, self.stride, self.padding, self.dilation)
-                          for xi, wi in zip(xs, ws)], 1)
+        outs = []
+        for p in range(self.paths):
+            outs.append(F.conv2d(xs[p], ws[p], None, self.stride, self.padding, self.dilation))
+        return torch.cat(outs, 1)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, paths={self.paths}, impl={self.impl}"
@@ -150,12 +178,19 @@ def init_weights(model: nn.Module) -> None:
             m.zero_init_last()
 
 
-class MPResNet(nn.Module):
+class MPResNet(ClassifierNet):
     """Shared stem, P routed paths of residual stages, pooled paths merged by the head.
 
     Cross-connections sit before every block (``placement='every_block'``) or before the
     first block of each stage (``'stage'``), never before the very first block: there all
     paths hold the same stem output, so mixing could only rescale it.
+
+    timm's contract comes from :class:`~mpbench.baselines.resnet.ClassifierNet`: features
+    (``forward_features``, ``forward_intermediates``, ``features_only=True``, each stage's
+    ``feature_info``) are the paths' maps concatenated along channels (``B x P·C x H x W``,
+    path i in channels ``[i·C, (i+1)·C)``), after the stage's last block and before the next
+    cross-connection; ``num_features`` = P·C is the pooled width ``forward_head(x,
+    pre_logits=True)`` returns, for either ``merge``.
     """
 
     def __init__(self, block: str = "basic", layers: Sequence[int] = (3, 3, 3),
@@ -164,7 +199,7 @@ class MPResNet(nn.Module):
                  placement: str = "every_block", gate_reduction: float = 16,
                  temperature: float = 1.0, gate_init: str = "uniform", merge: str = "concat",
                  num_classes: int = 100, in_chans: int = 3, drop_rate: float = 0.0,
-                 path_conv: str = "auto"):
+                 path_conv: str = "auto", global_pool: str = "avg"):
         super().__init__()
         _check("route", route, ROUTES), _check("norm", norm, NORMS)
         _check("granularity", granularity, GRANULARITIES), _check("placement", placement, PLACEMENTS)
@@ -194,28 +229,23 @@ class MPResNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.path_features = chs
         self.num_features = paths * chs
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.feature_info = stage_feature_info(
+            [paths * w * BLOCKS[block].expansion for w in widths], [1] + [2] * (len(widths) - 1))
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
-        self.fc = self._head(num_classes)
+        self.init_head(num_classes, global_pool)
         init_weights(self)
 
-    def _head(self, num_classes: int) -> nn.Module:
-        if self.merge == "mean_logits":
+    def create_fc(self, num_classes: int) -> nn.Module:
+        if num_classes > 0 and self.merge == "mean_logits":
             return PathHeads(self.paths, self.path_features, num_classes)
-        return nn.Linear(self.num_features, num_classes)
+        return super().create_fc(num_classes)
 
     def to_paths(self, x: torch.Tensor) -> torch.Tensor:
         """The shared stem's output, copied into every path: ``B x C x H x W -> B x P·C x H x W``."""
         return x.unsqueeze(1).expand(-1, self.paths, -1, -1, -1).flatten(1, 2)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.stages(self.to_paths(self.stem(x)))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(self.pool(x).flatten(1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        return self.to_paths(self.stem(x))
 
     def gates(self) -> dict[str, Gate]:
         """Gate modules by the name of their cross-connection (``stages.1.route0``)."""
@@ -227,13 +257,6 @@ class MPResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, PathConv2d):
                 m.impl = impl
-
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = self._head(num_classes)
 
 
 def _check(name: str, value, allowed) -> None:

@@ -11,9 +11,8 @@ Everything here is traceable by TorchScript (fvcore): branches depend on configu
 never on data; the maths is pooling, linear layers, softmax/sigmoid and einsum; reshapes
 use ``view`` (fvcore ignores it, but not ``unflatten``).
 """
-from __future__ import annotations
-
 import math
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -35,7 +34,8 @@ def normalise(logits: torch.Tensor, norm: str) -> torch.Tensor:
         return logits.softmax(1)
     if norm == "sigmoid":
         return logits.sigmoid()
-    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    # a literal list and no !r: TorchScript compiles this function
+    raise ValueError(f"norm must be one of ['softmax_dest', 'softmax_src', 'sigmoid'], got '{norm}'")
 
 
 def neutral_logit(norm: str, paths: int) -> float:
@@ -100,7 +100,10 @@ class Gate(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.logits(x)
+        return self.normalised(self.logits(x))
+
+    def normalised(self, logits: torch.Tensor) -> torch.Tensor:
+        """``normalise(logits / τ)``: the gate values."""
         if self.temperature != 1.0:  # configuration, not data: traces to no op at τ = 1
             logits = logits / self.temperature
         return normalise(logits, self.norm)
@@ -132,8 +135,10 @@ class StaticGate(Gate):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # normalise once, then broadcast to the batch so recorded α is per sample
-        alpha = super().forward(x)
-        return alpha.expand((x.shape[0],) + alpha.shape[1:])
+        alpha = self.normalised(self.logits(x))
+        if self.granularity == "channel":  # configuration: TorchScript and torch.fx both follow
+            return alpha.expand(x.shape[0], -1, -1, -1)
+        return alpha.expand(x.shape[0], -1, -1)
 
     @torch.no_grad()
     def set_neutral(self) -> None:
@@ -208,13 +213,17 @@ def create_gate(route: str, paths: int, channels: int, *, norm: str = "softmax_d
     return GATES[route](paths, channels, **kw)
 
 
-def mix_paths(x: torch.Tensor, alpha: torch.Tensor, paths: int) -> torch.Tensor:
-    """``U_j = Σ_i α[i, j] · X_i`` on stacked paths; α is ``B x P x P`` or ``B x P x P x C``."""
+def mix_paths(x: torch.Tensor, alpha: torch.Tensor, paths: int,
+              per_channel: Optional[bool] = None) -> torch.Tensor:
+    """``U_j = Σ_i α[i, j] · X_i`` on stacked paths; α is ``B x P x P`` or ``B x P x P x C``
+    (``per_channel``; None: read off α, which ``torch.fx`` cannot trace, so modules pass it)."""
     xp = x.view(x.shape[0], paths, -1, x.shape[2], x.shape[3])  # B x P x C x H x W
-    if alpha.dim() == 3:
-        u = torch.einsum("bij,bichw->bjchw", alpha, xp)
-    else:
+    if per_channel is None:
+        per_channel = alpha.dim() == 4
+    if per_channel:
         u = torch.einsum("bijc,bichw->bjchw", alpha, xp)
+    else:
+        u = torch.einsum("bij,bichw->bjchw", alpha, xp)
     return u.flatten(1, 2)
 
 
@@ -224,7 +233,8 @@ class CrossConnection(nn.Module):
     def __init__(self, gate: Gate):
         super().__init__()
         self.paths = gate.paths
+        self.per_channel = gate.granularity == "channel"
         self.gate = gate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return mix_paths(x, self.gate(x), self.paths)
+        return mix_paths(x, self.gate(x), self.paths, self.per_channel)
