@@ -726,7 +726,7 @@ def _header(rs: ResultSet, title: str, note: str) -> list[str]:
         f"- **Recipe:** {describe_recipe(suite.get('recipe') or {})}",
         f"- **Seeds:** {', '.join(str(s) for s in suite.get('seeds', sorted({r['seed'] for r in rs.rows})))}",
         "- **Budgets:** " + (", ".join(f"{b:g}" for b in budgets) + " GMACs, matched within "
-                               f"±{100 * suite.get('tolerance', 0.02):g}% (depth knobs: nearest depth)"
+                               f"±{100 * suite.get('tolerance', 0.02):g}% (depth knobs: nearest depth, then a small width adjustment)"
                                if budgets else "none (models as given)"),
         f"- **Complexity:** {MACS_CONVENTION}; input at the data set's image size",
         "- **Initialisation:** " + (
