@@ -17,3 +17,4 @@ from . import sknet  # noqa: F401
 from . import resnest  # noqa: F401
 from . import res2net  # noqa: F401
 from . import ensemble  # noqa: F401
+from . import timm_imagenet  # noqa: F401

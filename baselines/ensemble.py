@@ -29,6 +29,7 @@ channels ``[i·C, (i+1)·C)``): ``forward_features``, ``forward_intermediates`` 
 concatenated. These need members that have the contract themselves (every built-in does);
 ``forward`` itself calls each member whole, so any registered model can be a member.
 """
+import inspect
 import math
 from dataclasses import replace
 from typing import Any, Optional, Sequence
@@ -176,9 +177,18 @@ def register_ensemble(member: str, n: int, *, name: str | None = None,
         base.name, member_args.get(base.name, entry.defaults.get(base.name)))
     if knob_value is not None:
         member_overrides[base.name] = knob_value
+    # the member's geometry: its class count (an ImageNet member's 1000, not the builder's
+    # CIFAR-100 default), input size and channel statistics
+    if entry.default_num_classes() != _parameters_default_classes():
+        member_overrides.setdefault("num_classes", entry.default_num_classes())
     register_model(ensemble, name=name, family="ensemble", knob=ens_knob, member=member, n=n,
-                   member_args=member_args, combine=combine, **member_overrides)
+                   member_args=member_args, combine=combine, input_size=entry.input_size,
+                   default_cfg=entry.default_cfg, **member_overrides)
     return name
+
+
+def _parameters_default_classes() -> int:
+    return inspect.signature(ensemble).parameters["num_classes"].default
 
 
 # The plain ResNets' knob is depth; ensembles are matched by making members *narrower*.

@@ -52,8 +52,9 @@ class ClassifierNet(nn.Module):
     stage), ``global_pool``, ``drop`` and ``fc``, for every CIFAR-form model here.
 
     Subclasses build those modules and set ``num_classes``, ``num_features`` (=
-    ``head_hidden_size``, the pooled width the classifier sees) and ``feature_info`` (one
-    ``dict(num_chs, reduction, module)`` per stage); they may override
+    ``head_hidden_size``, the pooled width the classifier sees) and ``stage_info`` (one
+    ``dict(num_chs, reduction, module)`` per stage, reductions counted from the stem's output;
+    ``feature_info`` adds the stem's, or set ``feature_info`` itself); they may override
     :meth:`forward_stem` (what runs before the stages) and :meth:`forward_norm` (after
     them, e.g. a pre-activation network's final BN-ReLU). This gives what timm's models
     offer: ``forward_features``/``forward_head(x, pre_logits=)``, ``reset_classifier
@@ -65,6 +66,20 @@ class ClassifierNet(nn.Module):
     num_classes: int
     num_features: int
     head_hidden_size: int
+    __jit_unused_properties__ = ["feature_info"]
+
+    @property
+    def feature_info(self) -> list[dict]:
+        """``stage_info`` with the stem's downsampling folded into every ``reduction`` (read
+        off ``stem`` each time, so a subclass may swap in another stem, e.g. ImageNet's)."""
+        if "_feature_info" in self.__dict__:
+            return self.__dict__["_feature_info"]
+        r = stem_reduction(self.stem)
+        return [dict(info, reduction=info["reduction"] * r) for info in self.stage_info]
+
+    @feature_info.setter
+    def feature_info(self, info: list[dict]) -> None:
+        self.__dict__["_feature_info"] = info
 
     def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
         return self.stem(x)
@@ -141,6 +156,16 @@ class ClassifierNet(nn.Module):
         """Remove what :meth:`forward_norm` applies (nothing here)."""
 
 
+def stem_reduction(stem: nn.Module) -> int:
+    """How much a (sequential) stem downsamples: the product of its convs' and pools' strides."""
+    r = 1
+    for m in stem.modules():
+        if isinstance(m, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            stride = m.stride if isinstance(m.stride, int) else m.stride[0]
+            r *= int(stride)
+    return r
+
+
 def stage_feature_info(channels: Sequence[int], strides: Sequence[int],
                        stem_reduction: int = 1) -> list[dict]:
     """timm's ``feature_info``: one ``dict(num_chs, reduction, module='stages.i')`` a stage."""
@@ -182,7 +207,7 @@ class CifarResNet(ClassifierNet):
             out_chs.append(chs)
         self.stages = nn.Sequential(*stages)
         self.num_features = chs
-        self.feature_info = stage_feature_info(out_chs, [1] + [2] * (len(out_chs) - 1))
+        self.stage_info = stage_feature_info(out_chs, [1] + [2] * (len(out_chs) - 1))
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.init_head(num_classes, global_pool)
         init_weights(self)

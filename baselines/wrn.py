@@ -79,7 +79,7 @@ class WideResNet(ClassifierNet):
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
         self.num_features = chs
-        self.feature_info = stage_feature_info(widths, [1] + [2] * (len(widths) - 1))
+        self.stage_info = stage_feature_info(widths, [1] + [2] * (len(widths) - 1))
         self.norm = nn.BatchNorm2d(chs)
         self.act = nn.ReLU(inplace=True)
         self.drop = nn.Identity()  # the paper's dropout is inside the blocks

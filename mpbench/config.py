@@ -21,6 +21,15 @@ class SuiteError(UserError, ValueError):
     """A suite or argument problem, phrased as one line: ``file: field: what is wrong``."""
 
 
+class FieldValueError(ValueError):
+    """A model validator's complaint about one of the model's own fields: the one-line
+    message names ``<model>.<field>`` (e.g. ``dataset.val_split``), not just the model."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -73,20 +82,23 @@ class DatasetConfig(_Strict):
     def _val_split_fits(self):
         if self.val_split is None:
             if self.val_seed:
-                raise ValueError("val_seed needs a val_split")
+                raise FieldValueError("val_seed", "needs a dataset.val_split (it seeds which "
+                                      "training images are held out)")
             return self
         known = {"cifar10": (50000, 10), "cifar100": (50000, 100)}
         total, classes = known.get(self.name, (None, None))
         if self.name == "synthetic":
             total, classes = self.num_train, self.num_classes or 10
+        elif self.name == "imagefolder":  # counted from the folder at planning unless given
+            classes = self.num_classes
         if self.train_subset is not None:
             total = self.train_subset if total is None else min(total, self.train_subset)
         if total is not None and self.val_split >= total:
-            raise ValueError(f"val_split {self.val_split} leaves no training images "
-                             f"(the training set has {total}); give fewer")
+            raise FieldValueError("val_split", f"{self.val_split} leaves no training images "
+                                  f"(the training set has {total}); give fewer")
         if classes is not None and self.val_split % classes:
-            raise ValueError(f"val_split {self.val_split} does not divide across the "
-                             f"{classes} classes (give a multiple of {classes})")
+            raise FieldValueError("val_split", f"{self.val_split} does not divide across the "
+                                  f"{classes} classes (give a multiple of {classes})")
         return self
 
 
@@ -288,7 +300,9 @@ def parse_suite(data: Any, source: str = "<suite>") -> Suite:
         return Suite.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = _field_path(err["loc"]) or "<top>"
+        cause = (err.get("ctx") or {}).get("error")
+        loc = tuple(err["loc"]) + ((cause.field,) if isinstance(cause, FieldValueError) else ())
+        field = _field_path(loc) or "<top>"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"

@@ -23,13 +23,16 @@ PREFERRED = ("cifar_resnet18", "cifar_se_resnet20", "cifar_skresnet20", "cifar_w
 
 
 def representatives() -> list[str]:
-    """One model per family whose knob is a width (int/float). Tiny variants are left out:
-    they exist for smoke runs, with deliberately coarse knobs."""
+    """One CIFAR-shaped model per family whose knob is a width (int/float). Tiny variants are
+    left out: they exist for smoke runs, with deliberately coarse knobs. The ImageNet-shaped
+    families (224 px, budgets of GMACs) are matched in tests/test_imagenet_models.py."""
     names = []
     for family in list_families():
         entries = [e for e in list_models(family)
                    if e.knob and e.knob.kind != "choice" and "tiny" not in e.name
-                   and not e.family.startswith("_")]
+                   and not e.family.startswith("_")
+                   and tuple(e.default_cfg.get("input_size", e.input_size or (3, 32, 32)))[-2:]
+                   == (32, 32)]
         entries.sort(key=lambda e: (e.name not in PREFERRED, e.name))
         if entries:
             names.append(entries[0].name)

@@ -97,18 +97,25 @@ UPCYCLE = [
 ]
 
 
-@pytest.mark.parametrize("cfg", UPCYCLE, ids=lambda c: "-".join(f"{v}" for v in c.values()))
-def test_upcycled_network_computes_the_single_path_function(cfg):
+def upcycled_exactly(make_single, make_mp):
+    """Upcycle a random single-path net into a multi-path one whose gates held random values
+    (upcycling must neutralise them) and check both compute the same function."""
     torch.manual_seed(1)
-    single = randomize(resnet_by_depth(8, width=4, num_classes=10)).eval()
-    mp = tiny(**cfg)
-    randomize(mp, seed=5)  # whatever the gates held before, upcycling must neutralise them
+    single = randomize(make_single()).eval()
+    mp = randomize(make_mp(), seed=5)
     for gate in mp.gates().values():
         for p in gate.parameters():
             p.data.normal_()
     load_single_path(mp, single, noise_std=0).eval()
     x = torch.randn(2, 3, 16, 16)
     assert_close(mp(x), single(x))
+    return single, mp, x
+
+
+@pytest.mark.parametrize("cfg", UPCYCLE, ids=lambda c: "-".join(f"{v}" for v in c.values()))
+def test_upcycled_network_computes_the_single_path_function(cfg):
+    single, mp, x = upcycled_exactly(lambda: resnet_by_depth(8, width=4, num_classes=10),
+                                     lambda: tiny(**cfg))
     # noise breaks the symmetry between paths, and so the equality
     load_single_path(mp, single, noise_std=0.5, generator=torch.Generator().manual_seed(0))
     assert not torch.allclose(mp(x), single(x), atol=1e-4)
@@ -176,9 +183,8 @@ def test_pathconv_grouped_and_loop_agree():
         assert_close(grads[0][1], grads[1][1])
 
 
-def test_model_grouped_and_loop_agree_forward_and_backward():
-    model = randomize(tiny(paths=4, route="fdcc", granularity="channel")).train()
-    x = torch.randn(4, 3, 16, 16)
+def assert_impls_agree(model, x):
+    """The grouped and loop path convolutions give the same output and gradients."""
     results = []
     for impl in ("grouped", "loop"):
         model.set_path_conv(impl)
@@ -189,6 +195,12 @@ def test_model_grouped_and_loop_agree_forward_and_backward():
     assert_close(results[0][0], results[1][0])
     for name, g in results[0][1].items():
         assert_close(g, results[1][1][name], msg=name)
+
+
+def test_model_grouped_and_loop_agree_forward_and_backward():
+    model = randomize(tiny(paths=4, route="fdcc", granularity="channel")).train()
+    x = torch.randn(4, 3, 16, 16)
+    assert_impls_agree(model, x)
 
 
 def test_auto_path_conv_uses_loop_on_cpu():
@@ -284,16 +296,7 @@ def test_multi_path_grouped_and_loop_agree_in_every_form(form, route):
         for p in g.parameters():
             p.data.normal_()
     x = torch.randn(4, 3, 16, 16)
-    results = []
-    for impl in ("grouped", "loop"):
-        model.set_path_conv(impl)
-        model.zero_grad()
-        out = model(x)
-        out.square().mean().backward()
-        results.append((out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}))
-    assert_close(results[0][0], results[1][0])
-    for name, g in results[0][1].items():
-        assert_close(g, results[1][1][name], msg=name)
+    assert_impls_agree(model, x)
 
 
 @pytest.mark.parametrize("form", list(SINGLE_FORMS))
@@ -302,15 +305,7 @@ def test_multi_path_grouped_and_loop_agree_in_every_form(form, route):
                          ids=lambda c: f"{c['paths']}-{c['route']}")
 def test_upcycling_is_exact_in_every_form(form, cfg):
     make_single, make_mp = SINGLE_FORMS[form]
-    torch.manual_seed(1)
-    single = randomize(make_single()).eval()
-    mp = randomize(make_mp(**cfg), seed=5)
-    for g in mp.gates().values():
-        for p in g.parameters():
-            p.data.normal_()
-    load_single_path(mp, single, noise_std=0).eval()
-    x = torch.randn(2, 3, 16, 16)
-    assert_close(mp(x), single(x))
+    upcycled_exactly(make_single, lambda: make_mp(**cfg))
 
 
 @pytest.mark.parametrize("form", list(SINGLE_FORMS))

@@ -20,6 +20,11 @@ def suite_text(**changes) -> str:
     return "".join(f"{k}: {v}\n" for k, v in fields.items() if v is not None)
 
 
+def _synthetic(extra: str) -> str:
+    """BASE's data set with more fields."""
+    return BASE["dataset"][:-1] + ", " + extra + "}"
+
+
 CASES = [
     # (id, suite text, expected fragments of the message)
     ("yaml-syntax", "name: bad\nmodels: [unclosed\n", ["invalid YAML", "line"]),
@@ -65,6 +70,21 @@ CASES = [
      ["models[0].reference.err", "unknown key"]),
     ("bad-significance-level", suite_text(significance_level="1.5"),
      ["significance_level", "less than 1"]),
+    # dataset.val_split (BASE: 4 synthetic classes, 32 training images, 8 of each class)
+    ("val-split-whole-training-set", suite_text(dataset=_synthetic("val_split: 32")),
+     ["dataset.val_split", "32 leaves no training images", "the training set has 32"]),
+    ("val-split-above-training-set", suite_text(dataset=_synthetic("val_split: 40")),
+     ["dataset.val_split", "40 leaves no training images", "the training set has 32"]),
+    ("val-split-whole-train-subset", suite_text(dataset=_synthetic("train_subset: 16, val_split: 16")),
+     ["dataset.val_split", "16 leaves no training images", "the training set has 16"]),
+    ("val-split-not-divisible", suite_text(dataset=_synthetic("val_split: 6")),
+     ["dataset.val_split", "6 does not divide across the 4 classes", "a multiple of 4"]),
+    ("val-split-not-divisible-cifar100", suite_text(dataset="{name: cifar100, val_split: 250}"),
+     ["dataset.val_split", "250 does not divide across the 100 classes"]),
+    ("val-split-zero", suite_text(dataset=_synthetic("val_split: 0")),
+     ["dataset.val_split", "greater than or equal to 1"]),
+    ("val-seed-without-split", suite_text(dataset=_synthetic("val_seed: 3")),
+     ["dataset.val_seed", "needs a dataset.val_split"]),
     # ResNeXt-29 8x64d at base width 1 is 0.03304 GMACs at 16x16, 4 classes: within 2% of the
     # budget, but only at the bottom of its knob's range
     ("knob-at-range-end", suite_text(models="\n  - {name: cifar_resnext29_8x64d}",

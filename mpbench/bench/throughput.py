@@ -542,7 +542,8 @@ def run_speed(model: nn.Module, data, recipe, device: str | torch.device, *,
     """A run's wall-clock axis: training and inference img/s of ``model`` on ``device``,
     measured as ``mpbench bench`` measures its model-only figures (:class:`TrainStep`: the
     trainer's step with the recipe's autocast and channels_last, on one fixed batch of the
-    run's own training images; eval-mode no_grad forward; ``warmup`` untimed calls, then the
+    run's own training images (a streamed image folder's first files, decoded once with the
+    evaluation transform); eval-mode no_grad forward; ``warmup`` untimed calls, then the
     median of ``repeats`` timed blocks).
 
     ``model`` is trained by the measurement (SGD steps): pass a copy. ``step_s``, the run's
@@ -566,13 +567,22 @@ def run_speed(model: nn.Module, data, recipe, device: str | torch.device, *,
     channels_last = use_channels_last(recipe.channels_last, model, device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
-    x = normalize(data.train_x[:batch_size].to(device), data.mean, data.std)
+    if getattr(data, "streaming", False):  # an image folder: decode the first files once
+        from mpbench.data.streaming import StreamLoader
+        first = StreamLoader(data.train_files[:batch_size], data.train_y[:batch_size],
+                             batch_size, train=False, mean=data.mean, std=data.std,
+                             size=data.crop_size, crop_pct=getattr(recipe, "crop_pct", 0.875),
+                             device=device, num_workers=0)
+        x, y = next(iter(first))  # normalised on the device; unreadable files left out
+        batch_size = len(y)
+    else:
+        x = normalize(data.train_x[:batch_size].to(device), data.mean, data.std)
+        y = data.train_y[:batch_size].to(device)
     if getattr(recipe, "input_size", None) and x.shape[-1] != recipe.input_size:
         x = torch.nn.functional.interpolate(x, size=(recipe.input_size,) * 2, mode="bilinear",
                                             align_corners=False)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    y = data.train_y[:batch_size].to(device)
     step = TrainStep(model, device, lambda: autocast_for(device, recipe))
 
     def train_once():

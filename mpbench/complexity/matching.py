@@ -544,6 +544,9 @@ def suite_geometry(suite, data_root: str | Path | None = None,
     (10 when unset, as :mod:`mpbench.data` does). Image folders: class folders under
     ``train/`` (folder or one ``.tar.gz``) and the first image's size; ``num_classes``
     supplies the count when the data is not reachable, and must agree with it when it is.
+    An image folder whose suite gives ``dataset.num_classes`` and its size (``crop_size``,
+    ``loader: stream`` (224 by default) or an explicit ``image_size``) is planned from the
+    suite alone, without reading the data (``mpbench flops --suite suites/imagenet.yaml``).
     A recipe ``input_size`` (batches resized on the device, for fine-tuning) sets the size.
     """
     from mpbench.config import SuiteError
@@ -553,8 +556,10 @@ def suite_geometry(suite, data_root: str | Path | None = None,
         found: tuple[int, int, int] | None = (10 if ds.name == "cifar10" else 100, 32, 32)
     elif ds.name == "synthetic":
         found = (ds.num_classes or num_classes or 10, ds.image_size, ds.image_size)
+    elif ds.num_classes and _folder_size(ds):  # given in the suite: no need for the data
+        found = (ds.num_classes, _folder_size(ds), _folder_size(ds))
     else:
-        found = _image_folder_info(ds, data_root, suite.name, num_classes)
+        found = _image_folder_info(ds, data_root, suite.name, num_classes or ds.num_classes)
     if found is None:
         found = (int(num_classes), 32, 32)
     classes, height, width = found
@@ -565,6 +570,18 @@ def suite_geometry(suite, data_root: str | Path | None = None,
     if resize:
         height = width = resize
     return (3, int(height), int(width)), int(classes)
+
+
+def _folder_size(ds) -> int | None:
+    """An image folder's model input size known from the suite alone: ``crop_size`` (or the
+    streaming loader's default 224 with ``loader: stream``), else an explicitly set
+    ``image_size``; None when only the data can tell."""
+    if ds.crop_size:
+        return int(ds.crop_size)
+    if ds.loader == "stream":
+        from mpbench.data.streaming import DEFAULT_CROP
+        return int(DEFAULT_CROP)
+    return int(ds.image_size) if "image_size" in ds.model_fields_set else None
 
 
 def _image_folder_info(ds, data_root, suite_name: str,

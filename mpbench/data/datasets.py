@@ -34,6 +34,37 @@ class DataError(UserError):
     """A data set is missing or unreadable; the message says what to fetch and where."""
 
 
+def balanced_order(labels: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
+    """Indices round-robin over the classes, each class shuffled by a generator of its own
+    (``seed``): any prefix is as class-balanced as it can be (subsets, validation splits)."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=g)
+    rank = torch.empty_like(order)
+    for c in range(num_classes):
+        idx = order[labels[order] == c]
+        rank[idx] = torch.arange(len(idx)) * num_classes + c
+    return torch.sort(rank).indices
+
+
+def val_split_order(labels: torch.Tensor, classes: list[str], n: int, seed: int,
+                    source: str) -> torch.Tensor:
+    """:func:`balanced_order` of the training labels, whose first ``n`` indices are an
+    ``n``-image validation split with ``n / len(classes)`` of every class; a DataError naming
+    the field and ``source`` when no such split exists."""
+    per_class, rest = divmod(n, len(classes))
+    if rest or n >= len(labels):
+        raise DataError(f"dataset.val_split: {n} images cannot be held out of {source}'s "
+                        f"{len(labels)} training images in {len(classes)} classes "
+                        f"(need a multiple of {len(classes)}, below {len(labels)})")
+    order = balanced_order(labels, len(classes), seed)
+    counts = torch.bincount(labels[order[:n]], minlength=len(classes))
+    if bool((counts != per_class).any()):  # a small class: the round robin ran out of it
+        short = int(torch.argmin(counts))
+        raise DataError(f"dataset.val_split: class {classes[short]} has only "
+                        f"{int(counts[short])} training images, {per_class} needed per class")
+    return order
+
+
 @dataclass
 class Dataset:
     name: str
@@ -58,15 +89,7 @@ class Dataset:
             self.mean, self.std = channel_stats(self.train_x)
 
     def _balanced_order(self, seed: int) -> torch.Tensor:
-        """Training indices in round-robin order over the classes, each class shuffled by a
-        generator of its own (``seed``): any prefix is as class-balanced as it can be."""
-        g = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(self.train_y), generator=g)
-        rank = torch.empty_like(order)
-        for c in range(self.num_classes):
-            idx = order[self.train_y[order] == c]
-            rank[idx] = torch.arange(len(idx)) * self.num_classes + c
-        return torch.sort(rank).indices
+        return balanced_order(self.train_y, self.num_classes, seed)
 
     def subset(self, n: int, seed: int = 0) -> "Dataset":
         """A class-balanced training subset of ``n`` images (the same one for every run)."""
@@ -87,20 +110,8 @@ class Dataset:
         The images depend on the training set and ``seed`` only (a generator of their own,
         never a run's seed), so every run of a suite holds out the same ones.
         """
-        per_class, rest = divmod(n, self.num_classes)
-        if rest or n >= len(self.train_y):
-            raise DataError(f"dataset.val_split: {n} images cannot be held out of {self.name}'s "
-                            f"{len(self.train_y)} training images in {self.num_classes} classes "
-                            f"(need a multiple of {self.num_classes}, below "
-                            f"{len(self.train_y)})")
-        order = self._balanced_order(seed)
-        held = order[:n]
-        counts = torch.bincount(self.train_y[held], minlength=self.num_classes)
-        if bool((counts != per_class).any()):
-            short = int(torch.argmin(counts))
-            raise DataError(f"dataset.val_split: class {self.classes[short]} has only "
-                            f"{int(counts[short])} training images, {per_class} needed per class")
-        held = held.sort().values
+        order = val_split_order(self.train_y, self.classes, n, seed, self.name)
+        held = order[:n].sort().values
         keep = order[n:].sort().values
         pick = lambda t, i: t[i] if t is not None else None  # noqa: E731
         return Dataset(self.name, self.train_x[keep], self.train_y[keep], self.test_x,

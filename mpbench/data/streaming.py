@@ -29,7 +29,11 @@ Unreadable images (truncated or corrupt files) are skipped and counted: the batc
 is one image shorter, the loader records the file (``epoch_skipped``, ``skipped_files``) and
 the trainer writes the count to metrics.json (``skipped_images``) and the run log. A large run
 should not die hours in on one bad file of a million, and the same files are skipped in
-every epoch and every resume, so results stay reproducible. A batch with no readable image at
+every epoch and every resume, so results stay reproducible. Under DDP the count and names are
+summed over the ranks; a rank's short batch there weighs its remaining images a little more
+than one process would (each rank averages its own loss before DDP averages the ranks), so a
+DDP run with skipped images differs from the 1-process run by that reweighting (about 3e-3 in
+the loss for one bad image in a batch of 8). A batch with no readable image at
 all is an error naming its first file. Folder-level problems (no images, an empty class
 folder, a memory pipeline that does not fit) are :class:`DataError`s before anything is read.
 
@@ -45,7 +49,8 @@ from pathlib import Path
 
 import torch
 
-from mpbench.data.datasets import IMAGE_SUFFIXES, DataError, normalize
+from mpbench.data.datasets import (IMAGE_SUFFIXES, DataError, balanced_order, normalize,
+                                   val_split_order)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # timm.data.IMAGENET_DEFAULT_MEAN / _STD
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -149,17 +154,6 @@ def choose_loader(cfg: dict, root: Path) -> tuple[str, str]:
 
 # --------------------------------------------------------------------------- the data set
 
-def balanced_order(labels: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
-    """Indices round-robin over the classes, each shuffled (as Dataset's subset/split_val)."""
-    g = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(labels), generator=g)
-    rank = torch.empty_like(order)
-    for c in range(num_classes):
-        idx = order[labels[order] == c]
-        rank[idx] = torch.arange(len(idx)) * num_classes + c
-    return torch.sort(rank).indices
-
-
 @dataclass
 class StreamingDataset:
     """An image folder listed, not decoded: the files and labels the streaming loader reads.
@@ -206,11 +200,9 @@ class StreamingDataset:
                                 self.std, self.val_files, self.val_y)
 
     def split_val(self, n: int, seed: int = 0) -> "StreamingDataset":
-        per_class, rest = divmod(n, self.num_classes)
-        if rest or n >= len(self.train_y):
-            raise DataError(f"dataset.val_split: {n} images cannot be held out of "
-                            f"{len(self.train_y)} training images in {self.num_classes} classes")
-        order = balanced_order(self.train_y, self.num_classes, seed)
+        """As :meth:`mpbench.data.Dataset.split_val`: ``n / num_classes`` files of every
+        class held out (chosen by ``seed`` alone), the rest stay the training files."""
+        order = val_split_order(self.train_y, self.classes, n, seed, str(self.root))
         val_files, val_y = self._pick(order[:n].sort().values)
         files, y = self._pick(order[n:].sort().values)
         return StreamingDataset(self.name, self.root, files, y, self.test_files, self.test_y,

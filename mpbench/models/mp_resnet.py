@@ -229,7 +229,7 @@ class MPResNet(ClassifierNet):
         self.stages = nn.Sequential(*stages)
         self.path_features = chs
         self.num_features = paths * chs
-        self.feature_info = stage_feature_info(
+        self.stage_info = stage_feature_info(
             [paths * w * BLOCKS[block].expansion for w in widths], [1] + [2] * (len(widths) - 1))
         self.drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
         self.init_head(num_classes, global_pool)

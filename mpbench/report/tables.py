@@ -666,10 +666,19 @@ def describe_dataset(ds: dict) -> str:
     if ds.get("train_subset"):
         text += (f"; training on a fixed class-balanced subset of {ds['train_subset']:,} "
                  "images, full test set")
+    if ds.get("val_split"):
+        text += (f"; validation split: {ds['val_split']:,} class-balanced training images "
+                 f"held out (val_seed {ds.get('val_seed') or 0}), not trained on; curves "
+                 f"and val top-1 come from it, top-1 from the test set, evaluated once "
+                 f"after the last epoch")
     return text
 
 
-def describe_recipe(rc: dict) -> str:
+def describe_recipe(rc: dict, ds: dict | None = None, test_curves: bool = False) -> str:
+    """The recipe in words; ``ds`` (the suite's dataset) says whether the runs have a
+    validation split, which ``eval_every`` is about. ``test_curves``: the stored histories
+    hold test evaluations before the last epoch without ``test_every`` (runs made before it
+    existed, when ``eval_every`` evaluated the test set)."""
     if not rc:
         return "unknown (no suite.json)"
     sgd = "SGD" + (f" (Nesterov, momentum {rc.get('momentum'):g})" if rc.get("nesterov")
@@ -689,8 +698,18 @@ def describe_recipe(rc: dict) -> str:
         parts.append(f"backbone frozen for the first {rc['freeze_backbone_epochs']} epochs")
     if rc.get("input_size"):
         parts.append(f"inputs resized to {rc['input_size']}x{rc['input_size']}")
-    if (rc.get("eval_every") or 1) > 1:
-        parts.append(f"test set evaluated every {rc['eval_every']} epochs and after the last")
+    if (ds or {}).get("val_split"):  # without one, nothing is evaluated during training
+        every = rc.get("eval_every") or 1
+        parts.append("validation split evaluated " + (f"every {every} epochs and after the last"
+                                                      if every > 1 else "every epoch"))
+    if rc.get("test_every"):
+        parts.append(f"test set also evaluated every {rc['test_every']} epochs "
+                     f"(test-set curves)")
+    elif test_curves:
+        every = rc.get("eval_every") or 1
+        parts.append("test set evaluated " + (f"every {every} epochs and after the last"
+                                              if every > 1 else "every epoch")
+                     + " (test-set curves; runs made before `test_every` existed)")
     aug = []
     if rc.get("crop_padding"):
         aug.append(f"random crop (pad {rc['crop_padding']})")
@@ -713,6 +732,8 @@ def _header(rs: ResultSet, title: str, note: str) -> list[str]:
     dates = (f"{finished[0]} … {finished[-1]}" if len(finished) > 1 else
              (finished[0] if finished else "—"))
     budgets = suite.get("budgets_gmacs") or []
+    test_curves = any(sum(e.get("test_top1") is not None for e in h[:-1]) > 0
+                      for h in rs.metrics.values())
     lines = [f"# {title}", ""]
     if note:
         lines += [note.strip(), ""]
@@ -723,7 +744,7 @@ def _header(rs: ResultSet, title: str, note: str) -> list[str]:
         f"- **Suite:** `{suite.get('name', rs.rows[0]['suite'])}` — {len(rs.rows)} runs"
         + (", all finished" if counts["done"] == len(rs.rows) else
            ": " + ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s])),
-        f"- **Recipe:** {describe_recipe(suite.get('recipe') or {})}",
+        f"- **Recipe:** {describe_recipe(suite.get('recipe') or {}, suite.get('dataset'), test_curves)}",
         f"- **Seeds:** {', '.join(str(s) for s in suite.get('seeds', sorted({r['seed'] for r in rs.rows})))}",
         "- **Budgets:** " + (", ".join(f"{b:g}" for b in budgets) + " GMACs, matched within "
                                f"±{100 * suite.get('tolerance', 0.02):g}% (depth knobs: nearest depth, then a small width adjustment)"

@@ -52,6 +52,7 @@ def plan_suite(suite: Suite, source: str = "<suite>", data_root=None) -> list[Ru
     from mpbench.registry import get_entry
 
     load_plugins(suite.plugins, source)
+    check_val_split(suite, source, data_root)
     input_size, num_classes = suite_geometry(suite, data_root)
     if suite.recipe.input_size:  # batches are resized on the device: count at that size
         input_size = (input_size[0], suite.recipe.input_size, suite.recipe.input_size)
@@ -94,6 +95,23 @@ def plan_suite(suite: Suite, source: str = "<suite>", data_root=None) -> list[Ru
                     suite.name, run_id(spec.display, budget, seed), spec.name, spec.display,
                     entry.family, _plain(full_args), seed, budget, gmacs, params, knob, value, dev))
     return plans
+
+
+def check_val_split(suite: Suite, source: str = "<suite>", data_root=None) -> None:
+    """An image folder's ``dataset.val_split`` against its class folders, before anything is
+    written (the suite schema checks CIFAR and synthetic sets, whose sizes it knows). A folder
+    that cannot be read here is left to planning, which says why (or plans from the suite's
+    ``num_classes`` alone)."""
+    ds = suite.dataset
+    if ds.name != "imagefolder" or not ds.val_split:
+        return
+    from mpbench.data import DataError, load_dataset
+
+    try:
+        load_dataset(ds, data_root)  # subset and split exactly as training will
+    except DataError as exc:
+        if str(exc).startswith("dataset.val_split:"):
+            raise SuiteError(f"{source}: {exc}") from None
 
 
 def _plain(args: dict) -> dict:

@@ -118,6 +118,15 @@ def agree(value: T) -> T:
     return box[0]
 
 
+def gather_lists(items: list) -> list:
+    """Every rank's ``items`` (picklable), concatenated in rank order, on every rank."""
+    if not is_distributed():
+        return list(items)
+    boxes: list = [None] * world_size()
+    dist.all_gather_object(boxes, list(items))
+    return [x for box in boxes for x in box]
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

@@ -24,7 +24,8 @@ ResNets (``conv1``, ``bn1``, ``layer1``...) are renamed onto the CIFAR ResNets' 
 untrained and is reported as mis-shaped).
 
 ``init_mode: upcycle`` builds a multi-path ``mp_resnet`` from a trained single-path
-``CifarResNet`` of the same depth and per-path width
+``CifarResNet`` of the same depth and per-path width (or, for the ImageNet-stem
+``mp_resnet_imagenet`` family, a timm/torchvision ``resnet50`` state dict: conv1/bn1/layer1..4/fc)
 (:func:`mpbench.models.mp_resnet.load_single_path`): the weights go into every path, routing
 starts neutral, and the upcycled network computes the single-path function at init up to
 ``upcycle_noise`` (relative std of the noise on the path convolutions, default
@@ -308,13 +309,18 @@ def single_from_state(src: dict[str, torch.Tensor], spec: str = "init") -> nn.Mo
         stages = [layers[s] for s in range(len(layers))]
         block = "bottleneck" if "stages.0.0.conv3.weight" in src else "basic"
         widths = [src[f"stages.{s}.0.conv1.weight"].shape[0] for s in range(len(stages))]
-        model = CifarResNet(block, stages, widths, stem_width=stem.shape[0],
-                            num_classes=src["fc.weight"].shape[0], in_chans=stem.shape[1])
+        geometry = dict(stem_width=stem.shape[0], num_classes=src["fc.weight"].shape[0],
+                        in_chans=stem.shape[1])
+        if stem.shape[-1] == 7:  # timm/torchvision ImageNet stem (conv1 7x7/2 + max-pool)
+            from mpbench.models.mp_resnet_imagenet import single_path_imagenet
+            model = single_path_imagenet(block, stages, widths, **geometry)
+        else:
+            model = CifarResNet(block, stages, widths, **geometry)
         model.load_state_dict(src)
     except (KeyError, RuntimeError, ValueError) as exc:
         msg = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
-        raise InitError(f"{spec}: upcycling needs a plain single-path CIFAR ResNet checkpoint "
-                        f"(stem/stages/fc): {msg}") from None
+        raise InitError(f"{spec}: upcycling needs a plain single-path ResNet checkpoint "
+                        f"(CIFAR stem/stages/fc, or timm's conv1/bn1/layer1..4/fc): {msg}") from None
     return model
 
 
@@ -334,6 +340,9 @@ def upcycle_init(model: nn.Module, source: InitSource, src: dict[str, torch.Tens
         load_run_plugins(config)
         single = create_model(config["model"], **config["args"])
         single.load_state_dict(src)
+        if not isinstance(single, CifarResNet) and any(k.startswith("layer1.") for k in src):
+            # a timm ImageNet ResNet (e.g. timm_resnet50): rebuilt from its state dict
+            single = single_from_state(remap_resnet_keys(src, {"stages.": None}), source.spec)
         if not isinstance(single, CifarResNet):
             raise InitError(f"{source.spec}: upcycling needs a plain single-path CIFAR ResNet, "
                             f"the run trained {config['model']}")

@@ -234,8 +234,8 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
         seen, train_before, wait_s, skipped_before = 0, 0.0, 0.0, 0
         if partial is not None:  # the sums of the batches before ``first`` (global, on rank 0)
             train_before, wait_s = float(partial["train_s"]), float(partial["data_wait_s"])
-            skipped_before = int(partial.get("skipped", 0))
             if ddp.is_main():
+                skipped_before = int(partial.get("skipped", 0))
                 loss_sum += partial["loss_sum"].to(device)
                 correct += partial["correct"].to(device)
                 seen = int(partial["seen"])
@@ -265,12 +265,12 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
                 bar.set_postfix(img_s=f"{seen / max(spent, 1e-9):.0f}",
                                 data_wait=f"{wait_s / max(spent, 1e-9):.0%}", refresh=False)
             if i + 1 < steps_per_epoch and clock.due(i + 1, stop.signum is not None):
-                g_loss, g_correct, g_seen = ddp.all_reduce_sum(loss_sum.clone(), correct.clone(),
-                                                               torch.tensor(seen))
+                g_loss, g_correct, g_seen, g_skipped = ddp.all_reduce_sum(
+                    loss_sum.clone(), correct.clone(), torch.tensor(seen),
+                    torch.tensor(skipped_before + getattr(train_loader, "epoch_skipped", 0)))
                 state = {"loss_sum": g_loss.cpu(), "correct": g_correct.cpu(),
                          "seen": int(g_seen), "train_s": train_before + t_last - t0,
-                         "data_wait_s": wait_s,
-                         "skipped": skipped_before + getattr(train_loader, "epoch_skipped", 0)}
+                         "data_wait_s": wait_s, "skipped": int(g_skipped)}
                 if checkpoint is not None and ddp.is_main():
                     save_checkpoint(checkpoint, model, opt, epoch, result, batch=i + 1,
                                     partial=state)
@@ -297,10 +297,12 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
                    "img_per_s": seen / train_s, "data_wait_s": wait_s,
                    "data_wait_share": wait_s / train_s if train_s > 0 else 0.0}
         skipped = getattr(train_loader, "epoch_skipped", None)
-        if skipped is not None:  # streamed folders: unreadable images skipped (and counted)
-            metrics["skipped_images"] = skipped_before + skipped
+        if skipped is not None:  # streamed folders: unreadable images skipped, summed over ranks
+            metrics["skipped_images"] = int(ddp.all_reduce_sum(
+                torch.tensor(skipped_before + skipped))[0])
+            files = ddp.gather_lists(train_loader.skipped_files[:5])
             if metrics["skipped_images"]:
-                metrics["skipped_files"] = list(train_loader.skipped_files[:5])
+                metrics["skipped_files"] = files[:5]
         result.history.append(metrics)
         if checkpoint is not None and ddp.is_main():
             save_checkpoint(checkpoint, model, opt, epoch + 1, result)
