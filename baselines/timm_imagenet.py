@@ -47,7 +47,8 @@ def timm_resnet(arch: str = "resnet50", width: float = 1.0, num_classes: int = 1
         raise ValueError(f"arch must be one of {list(TIMM_ARCHS)}, got {arch!r}")
     _, stem, base, card = TIMM_ARCHS[arch]
     if width != 1:
-        div = 2 if arch.startswith("resnest") else 1  # split attention: radix-2 groups
+        # split attention (radix 2) and selective kernels (2 paths) split the planes in two
+        div = 2 if arch.startswith(("resnest", "skresnet")) else 1
         channels = tuple(max(div, round(64 * width * 2 ** i / div) * div) for i in range(4))
         kwargs.update(channels=channels, stem_width=max(1, round(stem * width)))
         if card > 1:  # keep the group widths: only the outer width scales

@@ -11,7 +11,8 @@ their turn:
 1. ``environment`` (in-process): device name, torch/CUDA/cuDNN versions, GPU count, date.
 2. ``cuda_tests`` 150 [60]: ``python -m pytest -m cuda tests/test_cuda.py`` (bf16 autocast,
    channels_last, the device loader on CUDA, grouped = loop path convs, torch.compile,
-   checkpoint resume on CUDA, NCCL DDP with 2+ GPUs); pass/fail/skip counts and skip reasons.
+   checkpoint resume on CUDA, nvJPEG decoding (``dataset.decode: device``), NCCL DDP with 2+
+   GPUs); pass/fail/skip counts and skip reasons.
 3. ``bench`` 170 [60]: ``mpbench bench --json`` of ``cifar_resnet18`` vs ``mp_resnet18_p4_fdcc``
    at cifar_resnet18's MACs and ``cifar_resnet56`` vs ``mp_resnet56_p4_fdcc`` at ResNet-56's,
    the mp models with ``path_conv`` grouped and loop, eager then ``--compile``: training,

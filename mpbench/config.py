@@ -62,6 +62,10 @@ class DatasetConfig(_Strict):
     # stream: DataLoader workers (default: MPBENCH_NUM_WORKERS, else min(8, cores)); results
     # do not depend on it (augmentation is seeded per image), nor does the run fingerprint
     num_workers: int | None = Field(None, ge=0)
+    # stream: where JPEGs are decoded: cpu = in the workers (PIL + timm's transforms); device =
+    # on the run's device, the workers only reading bytes (mpbench.data.device_decode).
+    # Pixels differ slightly between the two, so it is fingerprinted and never automatic
+    decode: Literal["cpu", "device"] = "cpu"
 
     @model_serializer(mode="wrap")
     def _omit_unset_split(self, handler):
@@ -69,13 +73,17 @@ class DatasetConfig(_Strict):
         # keep the same dataset fingerprint (runner.check_existing)
         return _drop_defaults(handler(self), {"val_split": None, "val_seed": 0,
                                               "loader": "auto", "memory_budget_gib": 8.0,
-                                              "crop_size": None, "num_workers": None})
+                                              "crop_size": None, "num_workers": None,
+                                              "decode": "cpu"})
 
     @model_validator(mode="after")
     def _loader_fields_for_image_folders(self):
         if self.name != "imagefolder" and (self.loader != "auto" or self.crop_size
                                            or self.num_workers is not None):
             raise ValueError("loader, crop_size and num_workers apply to name: imagefolder only")
+        if self.decode != "cpu" and self.loader != "stream":
+            raise FieldValueError("decode", f"decode: {self.decode} applies to the streaming "
+                                            "loader only: set loader: stream")
         return self
 
     @model_validator(mode="after")

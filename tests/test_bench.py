@@ -99,8 +99,27 @@ def test_cli_table(capsys):
     assert "matmul peak" in out and "cifar_resnet_tiny" in out
 
 
+@pytest.mark.parametrize("decode", ["cpu", "device"])
+def test_cli_stream_bench_json(tmp_path, capsys, decode):
+    """``--loader stream``: the in-memory row and one row per worker count, each pipeline
+    having read real batches of the folder (``--decode device``: decoded in-process)."""
+    from test_streaming import write_folder
+
+    root = write_folder(tmp_path / "imgs", n_train=8)
+    rc = main(["bench", "cifar_resnet_tiny", "--loader", "stream", "--data-root", str(root),
+               "--workers", "0,1", "--batch-size", "4", "--image-size", "16", "--steps", "1",
+               "--repeats", "1", "--device", "cpu", "--decode", decode, "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["decode"] == decode and out["size"] == 16 and out["batch_size"] == 4
+    assert [r["workers"] for r in out["stream"]] == [0, 1]
+    for r in out["stream"] + [out["memory"]]:
+        assert r["loader_img_s"] > 0 and r["e2e_img_s"] > 0 and 0 <= r["data_wait_share"] <= 1
+
+
 @pytest.mark.parametrize("argv, needle", [
     (["bench", "no_such_model", "--device", "cpu"], "unknown model 'no_such_model'"),
+    (["bench", "cifar_resnet_tiny", "--loader", "stream", "--device", "cpu"], "--data-root"),
     (["bench", "cifar_resnet_tiny", "--steps", "0", "--device", "cpu"], "--steps"),
     (["bench", "cifar_resnet_tiny:width", "--device", "cpu"], "expected NAME:key=value"),
 ])

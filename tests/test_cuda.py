@@ -167,6 +167,33 @@ def test_compiled_training_step_matches_eager(fp32_exact):
         torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4, msg=n)
 
 
+def test_nvjpeg_decode_matches_cpu_decode(tmp_path):
+    """``dataset.decode: device`` on CUDA (nvJPEG): the batches are those of decode: device
+    on the CPU (the same crops and flips: parameters drawn on the CPU from the same seeds) up
+    to the decoders' and resamplers' rounding (another IDCT and chroma upsampling)."""
+    from test_device_decode import MEAN, STD, pixels, square_folder
+
+    from mpbench.data import StreamLoader, load_dataset
+    from mpbench.config import DatasetConfig
+
+    root = square_folder(tmp_path / "sq")
+    data = load_dataset(DatasetConfig(name="imagefolder", root=str(root), loader="stream",
+                                      crop_size=16).model_dump())
+    for train, kw in ((False, dict(crop_pct=1.0)), (True, dict(scale_min=0.3, seed=2))):
+        files, y = (data.train_files, data.train_y) if train else (data.test_files, data.test_y)
+        out = {}
+        for device in ("cpu", "cuda"):
+            ld = StreamLoader(files, y, 8, train=train, size=16, mean=MEAN, std=STD,
+                              num_workers=0, decode="device", device=device, **kw)
+            out[device] = [(x.cpu(), yy.cpu()) for x, yy in ld]
+        assert len(out["cpu"]) == len(out["cuda"]) > 0
+        for (xc, yc), (xg, yg) in zip(out["cpu"], out["cuda"]):
+            assert torch.equal(yc, yg)
+            diff = (pixels(xc) - pixels(xg)).abs()
+            # a wrong crop or flip of these noisy images is ~20 levels off on average
+            assert diff.mean() < 2.0, (train, diff.mean(), diff.max())
+
+
 def test_checkpoint_resume_on_cuda_reproduces_uninterrupted(tmp_path):
     from mpbench.training.trainer import load_checkpoint, seed_everything, train
 

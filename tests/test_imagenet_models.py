@@ -132,3 +132,30 @@ def test_imagenet_suite_table_within_tolerance():
     from mpbench.complexity.matching import Match, match_suite
     rows = match_suite(load_suite(Path(__file__).parent.parent / "suites" / "imagenet.yaml"))
     assert all(isinstance(r, Match) and abs(r.deviation) <= 0.02 for r in rows), rows
+
+
+@pytest.mark.parametrize("arch", ["resnet50", "wide_resnet50_2", "resnext50_32x4d",
+                                  "seresnet50", "skresnet50", "resnest50d", "res2net50_26w_4s"])
+def test_every_width_the_knob_can_reach_builds(arch):
+    """Matching probes any width in the knob's range; each must build (selective kernels and
+    split attention halve their planes, which must then be even: skresnet50 at width 0.6397
+    once failed timm's ``in_channels % num_paths`` assertion mid-search)."""
+    from mpbench.baselines.timm_imagenet import WIDTH_KNOB
+
+    lo, hi = WIDTH_KNOB.low, WIDTH_KNOB.high
+    widths = [0.6397] + [lo * (hi / lo) ** (k / 23) for k in range(24)]
+    for w in widths:
+        with torch.device("meta"):
+            create_model(f"timm_{arch}", width=w, num_classes=100)
+
+
+def test_imagenet_ensemble_counts_at_another_class_count():
+    """ensemble_timm_resnet50_x2 registers timm's 1000 classes as its default; a 200-class
+    suite (tiny-imagenet) counts it at 200: the default gives way, a user's argument would not."""
+    from mpbench.errors import UserError
+    c = count_model("ensemble_timm_resnet50_x2", input_size=(3, 64, 64), num_classes=200)
+    one = count_model("timm_resnet50", input_size=(3, 64, 64), num_classes=200)
+    assert c.params == 2 * one.params
+    with pytest.raises(UserError, match="num_classes=1000 contradicts the data"):
+        count_model("ensemble_timm_resnet50_x2", {"num_classes": 1000}, input_size=(3, 64, 64),
+                    num_classes=200)

@@ -85,6 +85,12 @@ CASES = [
      ["dataset.val_split", "greater than or equal to 1"]),
     ("val-seed-without-split", suite_text(dataset=_synthetic("val_seed: 3")),
      ["dataset.val_seed", "needs a dataset.val_split"]),
+    ("decode-device-without-stream", suite_text(
+        dataset="{name: imagefolder, root: /nonexistent/imgs, decode: device}"),
+     ["dataset.decode", "set loader: stream"]),
+    # an image folder that is not there, and whose classes the suite does not give
+    ("image-folder-missing", suite_text(dataset="{name: imagefolder, root: /nonexistent/imgs}"),
+     ["dataset.root", "/nonexistent/imgs", "pass --data-root"]),
     # ResNeXt-29 8x64d at base width 1 is 0.03304 GMACs at 16x16, 4 classes: within 2% of the
     # budget, but only at the bottom of its knob's range
     ("knob-at-range-end", suite_text(models="\n  - {name: cifar_resnext29_8x64d}",
@@ -130,6 +136,21 @@ def test_cuda_device_without_cuda_exits_2(tmp_path, capsys, monkeypatch):
     assert main(["run", str(path), "--device", "cuda:7", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--device cuda:7" in err and "CUDA" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("device,fragment", [("cuda:7", "has 2 CUDA device(s), cuda:0 to cuda:1"),
+                                             ("gpu", "not a device")])
+def test_device_that_is_not_there_exits_2(tmp_path, capsys, monkeypatch, device, fragment):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a 2-GPU machine
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    path = tmp_path / "ok.yaml"
+    path.write_text(suite_text())
+    assert main(["run", str(path), "--device", device, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"--device {device}" in err and fragment in err, err
     assert not (tmp_path / "o").exists()
 
 

@@ -54,7 +54,8 @@ def _e2e(loader, step, batches: int) -> tuple[float, float]:
 
 def bench_stream(model_name: str, root: str | Path, *, workers: Sequence[int] = (0, 1, 2),
                  batch_size: int = 64, size: int = 64, batches: int = 10, repeats: int = 3,
-                 device: str = "cpu", num_classes: int | None = None, seed: int = 0) -> dict:
+                 device: str = "cpu", num_classes: int | None = None, seed: int = 0,
+                 decode: str = "cpu") -> dict:
     from mpbench.config import DatasetConfig, Recipe
     from mpbench.data.loader import BatchLoader
     from mpbench.data.streaming import StreamLoader, load_dataset
@@ -96,7 +97,8 @@ def bench_stream(model_name: str, root: str | Path, *, workers: Sequence[int] = 
     med = {k: statistics.median(v) for k, v in mem.items()}
     for w in workers:
         loader = StreamLoader(files, labels, batch_size, train=True, mean=data.mean,
-                              std=data.std, size=size, device=dev, num_workers=w, seed=seed)
+                              std=data.std, size=size, device=dev, num_workers=w, seed=seed,
+                              decode=decode)
         got = {"loader": [], "e2e": [], "wait": []}
         for r in range(repeats):
             loader.set_epoch(r)
@@ -112,7 +114,7 @@ def bench_stream(model_name: str, root: str | Path, *, workers: Sequence[int] = 
                      "data_wait_share": statistics.median(got["wait"])})
         del loader
     return {"model": model_name, "root": str(root), "size": size, "batch_size": batch_size,
-            "device": str(dev), "threads": torch.get_num_threads(),
+            "device": str(dev), "threads": torch.get_num_threads(), "decode": decode,
             "model_only_img_s": med["model_img_s"],
             "memory": {"loader_img_s": med["loader_img_s"], "e2e_img_s": med["e2e_img_s"],
                        "data_wait_share": med["wait"]},
@@ -123,14 +125,15 @@ def format_stream(res: dict) -> str:
     lines = [f"{res['model']} at {res['size']}x{res['size']}, batch {res['batch_size']}, "
              f"{res['device']} ({res['threads']} threads); model-only step "
              f"{res['model_only_img_s']:.1f} img/s",
-             f"{'pipeline':<18}  {'loader img/s':>12}  {'per worker':>10}  {'e2e img/s':>9}  "
+             f"{'pipeline':<32}  {'loader img/s':>12}  {'per worker':>10}  {'e2e img/s':>9}  "
              f"{'data wait':>9}"]
     m = res["memory"]
-    lines.append(f"{'memory (decoded)':<18}  {m['loader_img_s']:12.0f}  {'-':>10}  "
+    lines.append(f"{'memory (decoded)':<32}  {m['loader_img_s']:12.0f}  {'-':>10}  "
                  f"{m['e2e_img_s']:9.1f}  {100 * m['data_wait_share']:8.1f}%")
     for r in res["stream"]:
-        name = f"stream, {r['workers']} worker" + ("s" if r["workers"] != 1 else "")
-        lines.append(f"{name:<18}  {r['loader_img_s']:12.0f}  "
+        name = (f"stream, {r['workers']} worker" + ("s" if r["workers"] != 1 else "")
+                + (", device decode" if res.get("decode") == "device" else ""))
+        lines.append(f"{name:<32}  {r['loader_img_s']:12.0f}  "
                      f"{r['loader_img_s_per_worker']:10.0f}  {r['e2e_img_s']:9.1f}  "
                      f"{100 * r['data_wait_share']:8.1f}%")
     lines.append("loader: the pipeline alone; e2e: training steps fed by it; data wait: time "

@@ -57,6 +57,9 @@ def add_parser(sub) -> None:
                    help="--loader stream: DataLoader worker counts (default 0,1,2)")
     p.add_argument("--image-size", type=int, default=64, metavar="PX",
                    help="--loader stream: crop size (default 64)")
+    p.add_argument("--decode", choices=("cpu", "device"), default="cpu",
+                   help="--loader stream: decode JPEGs in the workers (cpu) or on --device "
+                        "(dataset.decode: device)")
     p.set_defaults(func=run)
 
 
@@ -135,6 +138,6 @@ def _run_stream(args) -> int:
         ("cpu" if args.device == "auto" else args.device)
     res = bench_stream(args.models[0], args.data_root, workers=workers,
                        batch_size=args.batch_size, size=args.image_size, batches=args.steps,
-                       repeats=args.repeats, device=device)
+                       repeats=args.repeats, device=device, decode=args.decode)
     print(json.dumps(res, indent=2) if args.json else format_stream(res))
     return 0

@@ -154,7 +154,7 @@ def run_suite(args) -> int:
         if not 0 < args.tolerance < 1:
             raise UserError(f"--tolerance must be in (0, 1), got {args.tolerance}")
         suite = suite.model_copy(update={"tolerance": args.tolerance})
-    input_size, classes = suite_geometry(suite, args.data_root, args.classes)
+    input_size, classes = suite_geometry(suite, args.data_root, args.classes, source=args.suite)
     rows = match_suite(suite, data_root=args.data_root, num_classes=args.classes)
     refused = [r for r in rows if isinstance(r, BudgetError)]
 

@@ -367,11 +367,12 @@ def model_args(entry, args: dict | None = None, *, input_size: InputSize = (3, 3
 
     Registry defaults, updated by ``args``, plus ``num_classes`` and ``in_chans`` (from
     ``input_size[0]``), so that ``entry.fn(**result)`` rebuilds exactly the counted model. An
-    ``args`` value for those two that contradicts the geometry is an error, not a silent pick.
+    ``args`` value for those two that contradicts the geometry is an error, not a silent pick;
+    a registry default (an ImageNet ensemble's 1000 classes) gives way to the geometry.
     """
     full = entry.args(**(args or {}))
     for key, value in (("num_classes", int(num_classes)), ("in_chans", int(input_size[0]))):
-        if key in full and full[key] != value:
+        if key in (args or {}) and full[key] != value:
             raise UserError(f"{entry.name}: argument {key}={full[key]!r} contradicts the "
                             f"data ({key} {value}); drop it from the model's args")
         if _accepts(entry.fn, key):

@@ -537,7 +537,8 @@ def degenerate_structure(name: str, args: dict, configured: dict | None = None, 
 # --------------------------------------------------------------------------- suites
 
 def suite_geometry(suite, data_root: str | Path | None = None,
-                   num_classes: int | None = None) -> tuple[tuple[int, int, int], int]:
+                   num_classes: int | None = None,
+                   source: str | None = None) -> tuple[tuple[int, int, int], int]:
     """(input_size, num_classes) the suite's models are built and counted with.
 
     CIFAR-10/100: 32x32, 10/100 classes. Synthetic: its ``image_size`` and ``num_classes``
@@ -548,10 +549,12 @@ def suite_geometry(suite, data_root: str | Path | None = None,
     ``loader: stream`` (224 by default) or an explicit ``image_size``) is planned from the
     suite alone, without reading the data (``mpbench flops --suite suites/imagenet.yaml``).
     A recipe ``input_size`` (batches resized on the device, for fine-tuning) sets the size.
+    Errors name ``source`` (the suite file) where given.
     """
     from mpbench.config import SuiteError
 
     ds = suite.dataset
+    where = source or f"suite {suite.name}"
     if ds.name in ("cifar10", "cifar100"):
         found: tuple[int, int, int] | None = (10 if ds.name == "cifar10" else 100, 32, 32)
     elif ds.name == "synthetic":
@@ -559,12 +562,12 @@ def suite_geometry(suite, data_root: str | Path | None = None,
     elif ds.num_classes and _folder_size(ds):  # given in the suite: no need for the data
         found = (ds.num_classes, _folder_size(ds), _folder_size(ds))
     else:
-        found = _image_folder_info(ds, data_root, suite.name, num_classes or ds.num_classes)
+        found = _image_folder_info(ds, data_root, where, num_classes or ds.num_classes)
     if found is None:
         found = (int(num_classes), 32, 32)
     classes, height, width = found
     if num_classes is not None and int(num_classes) != classes:
-        raise SuiteError(f"suite {suite.name}: data set {ds.name} has {classes} classes, "
+        raise SuiteError(f"{where}: data set {ds.name} has {classes} classes, "
                          f"not {num_classes}")
     resize = getattr(suite.recipe, "input_size", None)
     if resize:
@@ -584,7 +587,7 @@ def _folder_size(ds) -> int | None:
     return int(ds.image_size) if "image_size" in ds.model_fields_set else None
 
 
-def _image_folder_info(ds, data_root, suite_name: str,
+def _image_folder_info(ds, data_root, where: str,
                        num_classes: int | None) -> tuple[int, int, int] | None:
     """(classes, height, width) of an image folder, read through the data loader (and so
     through its decoded-once cache, where training will read it too)."""
@@ -596,7 +599,7 @@ def _image_folder_info(ds, data_root, suite_name: str,
     except DataError as exc:
         if num_classes is not None:
             return None
-        raise SuiteError(f"suite {suite_name}: dataset: {exc}; pass --data-root "
+        raise SuiteError(f"{where}: dataset.root: {exc}; pass --data-root "
                          f"(or --classes to count MACs without the data)") from None
     return (data.num_classes, *data.image_size[1:])
 

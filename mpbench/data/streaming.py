@@ -37,14 +37,14 @@ the loss for one bad image in a batch of 8). A batch with no readable image at
 all is an error naming its first file. Folder-level problems (no images, an empty class
 folder, a memory pipeline that does not fit) are :class:`DataError`s before anything is read.
 
-GPU JPEG decoding (DALI, ``torchvision.io.decode_jpeg`` on CUDA) is not done: the workers
-decode on the CPU.
+``dataset.decode: device`` decodes on the run's device instead (nvJPEG on CUDA), the workers
+only reading bytes: :mod:`mpbench.data.device_decode`. DALI is not used.
 """
 from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -172,6 +172,7 @@ class StreamingDataset:
     classes: list[str]
     crop_size: int = DEFAULT_CROP
     num_workers: int | None = None
+    decode: str = "cpu"  # dataset.decode: cpu (in the workers) or device
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
     val_files: list[str] | None = None
@@ -195,9 +196,7 @@ class StreamingDataset:
         if n >= len(self.train_y):
             return self
         files, y = self._pick(balanced_order(self.train_y, self.num_classes, seed)[:n].sort().values)
-        return StreamingDataset(self.name, self.root, files, y, self.test_files, self.test_y,
-                                self.classes, self.crop_size, self.num_workers, self.mean,
-                                self.std, self.val_files, self.val_y)
+        return replace(self, train_files=files, train_y=y)
 
     def split_val(self, n: int, seed: int = 0) -> "StreamingDataset":
         """As :meth:`mpbench.data.Dataset.split_val`: ``n / num_classes`` files of every
@@ -205,9 +204,7 @@ class StreamingDataset:
         order = val_split_order(self.train_y, self.classes, n, seed, str(self.root))
         val_files, val_y = self._pick(order[:n].sort().values)
         files, y = self._pick(order[n:].sort().values)
-        return StreamingDataset(self.name, self.root, files, y, self.test_files, self.test_y,
-                                self.classes, self.crop_size, self.num_workers, self.mean,
-                                self.std, val_files, val_y)
+        return replace(self, train_files=files, train_y=y, val_files=val_files, val_y=val_y)
 
 
 def load_stream_folder(root: Path, cfg: dict) -> StreamingDataset:
@@ -215,7 +212,8 @@ def load_stream_folder(root: Path, cfg: dict) -> StreamingDataset:
     test_files, test_labels, _ = list_split(root, "test", classes)
     return StreamingDataset("imagefolder", str(root), files, torch.tensor(labels),
                             test_files, torch.tensor(test_labels), classes,
-                            cfg.get("crop_size") or DEFAULT_CROP, cfg.get("num_workers"))
+                            cfg.get("crop_size") or DEFAULT_CROP, cfg.get("num_workers"),
+                            cfg.get("decode") or "cpu")
 
 
 def load_dataset(config, data_root: str | Path | None = None):
@@ -368,7 +366,7 @@ class StreamLoader:
                  crop_pct: float = 0.875, scale_min: float = 0.08, seed: int = 0,
                  device: str | torch.device = "cpu", channels_last: bool = False,
                  shard: tuple[int, int] = (0, 1), num_workers: int | None = None,
-                 prefetch_factor: int = 4):
+                 prefetch_factor: int = 4, decode: str = "cpu"):
         self.device = torch.device(device)
         self.files, self.labels = files, labels
         self.batch_size, self.train, self.seed = batch_size, train, seed
@@ -377,12 +375,19 @@ class StreamLoader:
         self.num_workers = default_workers() if num_workers is None else int(num_workers)
         self.sampler = ShardSampler(len(files), batch_size, train=train, seed=seed,
                                     rank=self.rank, world=self.world)
-        self.dataset = ImageFiles(files, labels, build_transform(
-            size, train=train, crop_pct=crop_pct, scale_min=scale_min))
+        self.decoder = None
+        if decode == "device":  # the workers read bytes; the batch is decoded on the device
+            from mpbench.data.device_decode import DeviceDecoder, EncodedFiles, collate_encoded
+            self.decoder = DeviceDecoder(size, train=train, device=self.device,
+                                         crop_pct=crop_pct, scale_min=scale_min)
+            self.dataset, collate_fn = EncodedFiles(files, labels), collate_encoded
+        else:
+            self.dataset, collate_fn = ImageFiles(files, labels, build_transform(
+                size, train=train, crop_pct=crop_pct, scale_min=scale_min)), collate
         workers = self.num_workers
         self.loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=batch_size, sampler=self.sampler, num_workers=workers,
-            collate_fn=collate, pin_memory=self.device.type == "cuda",
+            collate_fn=collate_fn, pin_memory=self.device.type == "cuda" and not self.decoder,
             persistent_workers=workers > 0, prefetch_factor=prefetch_factor if workers else None,
             generator=torch.Generator().manual_seed(seed))  # not the global RNG
         self.epoch = 0
@@ -399,9 +404,10 @@ class StreamLoader:
     def __iter__(self):
         self.epoch_skipped = 0
         left = len(self) - self.sampler.start_batch
-        for n, (x, y, bad) in enumerate(self.loader):
+        for n, batch in enumerate(self.loader):
             if n >= left:  # training: the sampler yields whole batches only
                 break
+            x, y, bad = self.decoder(batch) if self.decoder else batch
             if bad:
                 self.epoch_skipped += len(bad)
                 self.skipped_files += [b for b in bad if b not in self.skipped_files][:100]
@@ -424,6 +430,7 @@ def stream_loaders(data: StreamingDataset, recipe, device, seed: int, channels_l
     split not in ``splits`` (and for val without a validation split)."""
     common = dict(mean=data.mean, std=data.std, size=data.crop_size, device=device,
                   channels_last=channels_last, shard=shard, num_workers=data.num_workers,
+                  decode=getattr(data, "decode", "cpu"),
                   crop_pct=getattr(recipe, "crop_pct", 0.875),
                   scale_min=getattr(recipe, "crop_scale_min", 0.08))
     train = (StreamLoader(data.train_files, data.train_y, train_batch, train=True, seed=seed,

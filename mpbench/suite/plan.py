@@ -53,7 +53,7 @@ def plan_suite(suite: Suite, source: str = "<suite>", data_root=None) -> list[Ru
 
     load_plugins(suite.plugins, source)
     check_val_split(suite, source, data_root)
-    input_size, num_classes = suite_geometry(suite, data_root)
+    input_size, num_classes = suite_geometry(suite, data_root, source=source)
     if suite.recipe.input_size:  # batches are resized on the device: count at that size
         input_size = (input_size[0], suite.recipe.input_size, suite.recipe.input_size)
     plans: list[RunPlan] = []
