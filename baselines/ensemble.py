@@ -179,7 +179,7 @@ def register_ensemble(member: str, n: int, *, name: str | None = None,
         member_overrides[base.name] = knob_value
     # the member's geometry: its class count (an ImageNet member's 1000, not the builder's
     # CIFAR-100 default), input size and channel statistics
-    if entry.default_num_classes() != _parameters_default_classes():
+    if 0 < entry.default_num_classes() != _parameters_default_classes():
         member_overrides.setdefault("num_classes", entry.default_num_classes())
     register_model(ensemble, name=name, family="ensemble", knob=ens_knob, member=member, n=n,
                    member_args=member_args, combine=combine, input_size=entry.input_size,

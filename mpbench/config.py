@@ -79,8 +79,10 @@ class DatasetConfig(_Strict):
     @model_validator(mode="after")
     def _loader_fields_for_image_folders(self):
         if self.name != "imagefolder" and (self.loader != "auto" or self.crop_size
-                                           or self.num_workers is not None):
-            raise ValueError("loader, crop_size and num_workers apply to name: imagefolder only")
+                                           or self.num_workers is not None
+                                           or self.decode != "cpu"):
+            raise ValueError("loader, crop_size, num_workers and decode apply to name: "
+                             "imagefolder only")
         if self.decode != "cpu" and self.loader != "stream":
             raise FieldValueError("decode", f"decode: {self.decode} applies to the streaming "
                                             "loader only: set loader: stream")

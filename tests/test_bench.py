@@ -120,6 +120,7 @@ def test_cli_stream_bench_json(tmp_path, capsys, decode):
 @pytest.mark.parametrize("argv, needle", [
     (["bench", "no_such_model", "--device", "cpu"], "unknown model 'no_such_model'"),
     (["bench", "cifar_resnet_tiny", "--loader", "stream", "--device", "cpu"], "--data-root"),
+    (["bench", "cifar_resnet_tiny", "--decode", "device", "--device", "cpu"], "--loader stream"),
     (["bench", "cifar_resnet_tiny", "--steps", "0", "--device", "cpu"], "--steps"),
     (["bench", "cifar_resnet_tiny:width", "--device", "cpu"], "expected NAME:key=value"),
 ])

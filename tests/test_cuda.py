@@ -170,23 +170,34 @@ def test_compiled_training_step_matches_eager(fp32_exact):
 def test_nvjpeg_decode_matches_cpu_decode(tmp_path):
     """``dataset.decode: device`` on CUDA (nvJPEG): the batches are those of decode: device
     on the CPU (the same crops and flips: parameters drawn on the CPU from the same seeds) up
-    to the decoders' and resamplers' rounding (another IDCT and chroma upsampling)."""
-    from test_device_decode import MEAN, STD, pixels, square_folder
+    to the decoders' and resamplers' rounding (another IDCT and chroma upsampling); a
+    truncated JPEG is skipped and a CMYK one (which nvJPEG refuses) read, as on the CPU; the
+    CUDA generator is not touched by the augmentation seeds."""
+    from PIL import Image
+    from test_device_decode import MEAN, STD, pixels
+    from test_streaming import write_folder
 
-    from mpbench.data import StreamLoader, load_dataset
     from mpbench.config import DatasetConfig
+    from mpbench.data import StreamLoader, load_dataset
 
-    root = square_folder(tmp_path / "sq")
+    root = write_folder(tmp_path / "sq", size=(16, 16), truncated=True)
+    cmyk = root / "train" / "ant" / "0002.jpg"
+    with Image.open(cmyk) as img:
+        img.convert("CMYK").save(cmyk)
     data = load_dataset(DatasetConfig(name="imagefolder", root=str(root), loader="stream",
                                       crop_size=16).model_dump())
     for train, kw in ((False, dict(crop_pct=1.0)), (True, dict(scale_min=0.3, seed=2))):
         files, y = (data.train_files, data.train_y) if train else (data.test_files, data.test_y)
-        out = {}
+        out, skipped = {}, {}
         for device in ("cpu", "cuda"):
             ld = StreamLoader(files, y, 8, train=train, size=16, mean=MEAN, std=STD,
                               num_workers=0, decode="device", device=device, **kw)
+            cuda_rng = torch.cuda.get_rng_state()
             out[device] = [(x.cpu(), yy.cpu()) for x, yy in ld]
-        assert len(out["cpu"]) == len(out["cuda"]) > 0
+            assert torch.equal(torch.cuda.get_rng_state(), cuda_rng)
+            skipped[device] = list(ld.skipped_files)
+        assert len(out["cpu"]) == len(out["cuda"]) > 0 and skipped["cpu"] == skipped["cuda"]
+        assert skipped["cuda"] == ([str(root / "train" / "bee" / "0003.jpg")] if train else [])
         for (xc, yc), (xg, yg) in zip(out["cpu"], out["cuda"]):
             assert torch.equal(yc, yg)
             diff = (pixels(xc) - pixels(xg)).abs()

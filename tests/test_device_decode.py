@@ -90,20 +90,56 @@ def test_device_decode_is_deterministic_and_independent_of_workers(tmp_path):
 
 
 def test_unreadable_and_non_jpeg_files(tmp_path):
-    """A truncated JPEG is skipped and counted as with decode: cpu; a PNG is decoded."""
+    """What decode: cpu reads (PNG, 16-bit PNG, BMP, CMYK JPEG) is read; what it skips (a
+    truncated JPEG, an empty file) is skipped and counted: the same batches' labels and the
+    same skipped files as decode: cpu."""
     root = write_folder(tmp_path / "t", truncated=True)
-    png = root / "train" / CLASSES[2] / "0005.jpg"
-    with Image.open(png) as img:
-        img.save(png.with_suffix(".png"))
-    png.unlink()
+    train = root / "train"
+
+    def convert(path: Path, suffix: str, **save) -> None:
+        with Image.open(path) as img:
+            img = img.convert(save.pop("mode")) if "mode" in save else img
+            img.save(path.with_suffix(suffix), **save)
+        path.unlink()
+
+    convert(train / CLASSES[2] / "0005.jpg", ".png")
+    convert(train / CLASSES[3] / "0001.jpg", ".bmp")
+    convert(train / CLASSES[0] / "0002.jpg", ".jpeg", mode="CMYK")
+    with Image.open(train / CLASSES[0] / "0004.jpg") as img:  # 16 bits per sample
+        grey = np.asarray(img.convert("L")).astype(np.uint16) * 257
+    Image.fromarray(grey).save(train / CLASSES[0] / "0004.png")
+    (train / CLASSES[0] / "0004.jpg").unlink()
+    (train / CLASSES[1] / "0006.jpg").write_bytes(b"")
     data = load_dataset(DatasetConfig(name="imagefolder", root=str(root), loader="stream",
                                       crop_size=16).model_dump())
-    assert str(png.with_suffix(".png")) in data.train_files
     cpu, dev = loader_for(data), loader_for(data, decode="device")
+    before = torch.get_rng_state()
     got_cpu, got_dev = batches(cpu, 0), batches(dev, 0)
-    assert sum(len(y) for _, y in got_dev) == 31 and dev.epoch_skipped == 1
-    assert dev.skipped_files == cpu.skipped_files == [str(root / "train" / "bee" / "0003.jpg")]
+    assert torch.equal(torch.get_rng_state(), before)
+    assert sum(len(y) for _, y in got_dev) == 30 and dev.epoch_skipped == 2
+    assert sorted(dev.skipped_files) == sorted(cpu.skipped_files) == sorted(
+        [str(train / "bee" / "0003.jpg"), str(train / "bee" / "0006.jpg")])
     assert [y.tolist() for _, y in got_dev] == [y.tolist() for _, y in got_cpu]
+
+
+def test_batches_without_any_jpeg(tmp_path):
+    """A PNG-only folder trains; a batch that no decoder can read is the loader's one-line
+    error naming its first file, as with decode: cpu."""
+    from mpbench.data import DataError
+
+    root = write_folder(tmp_path / "t")
+    for f in sorted(root.rglob("*.jpg")):
+        with Image.open(f) as img:
+            img.save(f.with_suffix(".png"))
+        f.unlink()
+    data = load_dataset(DatasetConfig(name="imagefolder", root=str(root), loader="stream",
+                                      crop_size=16).model_dump())
+    assert sum(len(y) for _, y in batches(loader_for(data, decode="device"), 0)) == 32
+    for f in data.train_files:
+        Path(f).write_bytes(b"not an image")
+    for decode in ("cpu", "device"):
+        with pytest.raises(DataError, match="no image of a whole batch could be read"):
+            batches(loader_for(data, decode=decode), 0)
 
 
 def test_a_suite_trains_with_device_decode_and_fingerprints_it(tmp_path):

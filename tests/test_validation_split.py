@@ -274,7 +274,8 @@ def test_run_evaluates_validation_every_epoch_and_test_once(tmp_path):
     build_report(out, tmp_path / "rep", figures=False, analyze=False)
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "validation split: 12 class-balanced training images held out" in md
-    assert "top-1 from the test set, evaluated once after the last epoch" in md
+    assert "top-1 from the test set (see the recipe" in md
+    assert "test set evaluated once, after the last epoch" in md
     assert "validation split evaluated every epoch" in md
     assert "test top-1 (%)" in md and "val top-1 (%)" in md  # each number names its split
     assert "test set also evaluated" not in md

@@ -78,6 +78,9 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     if args.loader == "stream":
         return _run_stream(args)
+    if args.decode != "cpu":
+        raise UserError("--decode applies to --loader stream (the in-memory loader decodes "
+                        "once, before training)")
     common = parse_args_tokens(args.args)
     specs = [parse_model_spec(m, common) for m in args.models]
     say = None if args.json else (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))

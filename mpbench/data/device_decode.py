@@ -8,18 +8,22 @@ files' bytes, and the main process decodes each batch on the run's device with
 which is how the tests exercise this path), then applies torchvision's transforms v2 on the
 decoded tensors: RandomResizedCrop (bilinear, antialiased) and a horizontal flip for
 training, resize to ``size / crop_pct`` and a centre crop for evaluation, the same geometry
-as timm's transforms of the CPU pipeline. Files that are not JPEGs (PNG, ...) are decoded on
-the CPU by ``decode_image`` and moved to the device.
+as timm's transforms of the CPU pipeline. Files that are not JPEGs (PNG, BMP, ...), JPEGs
+without their end marker (possibly truncated: a hardware decoder may not notice) and JPEGs
+the device decoder refuses (nvJPEG rejects CMYK) are decoded on the CPU (torchvision, else
+PIL, as the CPU pipeline reads them) and moved to the device.
 
 Determinism is the CPU pipeline's: every image's crop and flip are drawn from its own
 augmentation seed (the sampler's), in a fork of the CPU RNG (torchvision draws transform
 parameters on the CPU), so the batches do not depend on the worker count and a resumed epoch
-is the tail of the uninterrupted one. The pixels differ slightly from ``decode: cpu`` (another
-decoder and resampler), hence ``decode`` is part of the run fingerprint and never chosen
+is the tail of the uninterrupted one. Only the CPU generator is seeded (the CUDA one, which
+dropout in the training step draws from, is left alone). The batches are not those of
+``decode: cpu``: timm's crops draw from Python's RNG and these from torch's, and the decoder
+and resampler differ, so ``decode`` is part of the run fingerprint and never chosen
 automatically: a suite gives the same numbers on every machine unless it asks otherwise.
 
-An unreadable file is skipped and counted exactly as with ``decode: cpu``: a batch whose
-batched decode fails is decoded image by image to find the bad files. ``decode: device`` is
+An unreadable file is skipped and counted as with ``decode: cpu``: a batch whose batched
+decode fails is decoded image by image, and what no decoder reads is the bad file. ``decode: device`` is
 used only where it works: on CUDA it needs torchvision's nvJPEG decoder (in the standard CUDA
 wheels), checked once when the loader is built, else a DataError says what is missing.
 torchvision 0.29 marks its decoders deprecated in favour of TorchCodec; they are still the
@@ -28,6 +32,7 @@ only decoder shipped with torch, so they are used here.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import warnings
 
@@ -36,6 +41,8 @@ import torch
 from mpbench.data.datasets import DataError
 
 JPEG_MAGIC = b"\xff\xd8"
+JPEG_END = b"\xff\xd9"  # the end-of-image marker, which a truncated file lacks
+JPEG_END_WINDOW = 64  # some writers append a few bytes after it; more go to the CPU
 
 
 class EncodedFiles(torch.utils.data.Dataset):
@@ -55,8 +62,11 @@ class EncodedFiles(torch.utils.data.Dataset):
                 data = f.read()
         except OSError:
             return path
-        return torch.frombuffer(bytearray(data), dtype=torch.uint8), self.labels[index], \
-            aug_seed, path
+        if not data:  # an empty file
+            return path
+        # plain bytes, pickled through the worker's pipe: a tensor per image would cost a
+        # shared-memory file descriptor each, and a queued batch of 256 runs out of them
+        return data, self.labels[index], aug_seed, path
 
 
 def collate_encoded(samples: list) -> list:
@@ -99,29 +109,38 @@ class DeviceDecoder:
                                                 scale_min=scale_min)
         check_device_decode(self.device)
 
-    def _decode(self, data: list[torch.Tensor]) -> list[torch.Tensor | None]:
-        """Each file decoded to RGB on the device; None where it cannot be read."""
-        from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+    def _decode(self, data: list[bytes]) -> list[torch.Tensor | None]:
+        """Each file decoded to uint8 RGB on the device; None where nothing can read it.
 
-        rgb = ImageReadMode.RGB
+        Complete baseline JPEGs go through one batched device call (nvJPEG's fast path; all
+        or nothing, so a failing batch is retried image by image). A JPEG without its end
+        marker (truncated: a hardware decoder may not notice), one the device decoder
+        refuses (nvJPEG rejects CMYK), and any other format are decoded on the CPU, by
+        torchvision and else PIL (BMP, 16-bit PNG), as the CPU pipeline reads them."""
+        from torchvision.io import ImageReadMode, decode_jpeg
+
         out: list[torch.Tensor | None] = [None] * len(data)
-        jpegs = [i for i, d in enumerate(data) if bytes(d[:2].tolist()) == JPEG_MAGIC]
+        tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in data]
+        jpegs = [i for i, d in enumerate(data)
+                 if d[:2] == JPEG_MAGIC and JPEG_END in d[-JPEG_END_WINDOW:]]
         with _quiet_io():
-            try:  # one batched call (nvJPEG's fast path); it is all or nothing
-                for i, img in zip(jpegs, decode_jpeg([data[i] for i in jpegs], mode=rgb,
-                                                     device=self.device)):
-                    out[i] = img
-            except RuntimeError:  # find the unreadable ones, one by one
-                for i in jpegs:
-                    try:
-                        out[i] = decode_jpeg(data[i], mode=rgb, device=self.device)
-                    except RuntimeError:
-                        out[i] = None
-            for i in set(range(len(data))) - set(jpegs):
+            if jpegs:
                 try:
-                    out[i] = decode_image(data[i], mode=rgb).to(self.device)
-                except RuntimeError:
-                    out[i] = None
+                    for i, img in zip(jpegs, decode_jpeg([tensors[i] for i in jpegs],
+                                                         mode=ImageReadMode.RGB,
+                                                         device=self.device)):
+                        out[i] = img
+                except (RuntimeError, ValueError):
+                    for i in jpegs:
+                        try:
+                            out[i] = decode_jpeg(tensors[i], mode=ImageReadMode.RGB,
+                                                 device=self.device)
+                        except (RuntimeError, ValueError):
+                            out[i] = None
+            for i in range(len(data)):
+                if out[i] is None:
+                    img = decode_on_cpu(data[i], tensors[i])
+                    out[i] = None if img is None else img.to(self.device, non_blocking=True)
         return out
 
     def __call__(self, batch: list):
@@ -132,14 +151,36 @@ class DeviceDecoder:
             if img is None:
                 bad.append(path)
                 continue
-            with torch.random.fork_rng(devices=[]):  # the caller's RNG stays as it was
-                torch.manual_seed(seed)
+            # the transforms draw on the CPU generator: seed only that one (torch.manual_seed
+            # would reset the CUDA generator too, which dropout in the step draws from)
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(seed)
                 images.append(self.transform(img))
             labels.append(label)
         if not images:
             return None, None, bad
         return (torch.stack(images), torch.tensor(labels, dtype=torch.int64, device=self.device),
                 bad)
+
+
+def decode_on_cpu(data: bytes, tensor: torch.Tensor) -> torch.Tensor | None:
+    """uint8 RGB CHW on the CPU by torchvision's decoders, else PIL; None if neither can."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    try:
+        img = decode_image(tensor, mode=ImageReadMode.RGB)
+        if img.dtype != torch.uint8:  # 16-bit PNG
+            img = (img.to(torch.float32) * (255 / 65535)).round_().to(torch.uint8)
+        return img
+    except (RuntimeError, ValueError):
+        pass
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(data)) as pil:
+            arr = torch.frombuffer(bytearray(pil.convert("RGB").tobytes()), dtype=torch.uint8)
+            return arr.view(pil.height, pil.width, 3).permute(2, 0, 1).contiguous()
+    except (OSError, SyntaxError, ValueError):
+        return None
 
 
 def check_device_decode(device: torch.device) -> None:

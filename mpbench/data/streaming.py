@@ -322,7 +322,7 @@ class ImageFiles(torch.utils.data.Dataset):
         try:
             with torch.random.fork_rng(devices=[]):  # the caller's RNGs stay as they were
                 random.seed(aug_seed)
-                torch.manual_seed(aug_seed)
+                torch.default_generator.manual_seed(aug_seed)  # not CUDA's (workers=0)
                 with Image.open(path) as img:
                     x = self.transform(img.convert("RGB"))
         except (OSError, SyntaxError, ValueError):  # truncated / corrupt / not an image

@@ -669,8 +669,8 @@ def describe_dataset(ds: dict) -> str:
     if ds.get("val_split"):
         text += (f"; validation split: {ds['val_split']:,} class-balanced training images "
                  f"held out (val_seed {ds.get('val_seed') or 0}), not trained on; curves "
-                 f"and val top-1 come from it, top-1 from the test set, evaluated once "
-                 f"after the last epoch")
+                 f"and val top-1 come from it, top-1 from the test set (see the recipe for "
+                 f"when it is evaluated)")
     return text
 
 
@@ -703,8 +703,10 @@ def describe_recipe(rc: dict, ds: dict | None = None, test_curves: bool = False)
         parts.append("validation split evaluated " + (f"every {every} epochs and after the last"
                                                       if every > 1 else "every epoch"))
     if rc.get("test_every"):
-        parts.append(f"test set also evaluated every {rc['test_every']} epochs "
-                     f"(test-set curves)")
+        parts.append(f"test set {'also ' if (ds or {}).get('val_split') else ''}evaluated "
+                     f"every {rc['test_every']} epochs (test-set curves)")
+    elif (ds or {}).get("val_split"):
+        parts.append("test set evaluated once, after the last epoch")
     elif test_curves:
         every = rc.get("eval_every") or 1
         parts.append("test set evaluated " + (f"every {every} epochs and after the last"

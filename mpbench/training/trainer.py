@@ -302,7 +302,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
                 torch.tensor(skipped_before + skipped))[0])
             files = ddp.gather_lists(train_loader.skipped_files[:5])
             if metrics["skipped_images"]:
-                metrics["skipped_files"] = files[:5]
+                metrics["skipped_files"] = list(dict.fromkeys(files))[:5]  # rank order, once
         result.history.append(metrics)
         if checkpoint is not None and ddp.is_main():
             save_checkpoint(checkpoint, model, opt, epoch + 1, result)
