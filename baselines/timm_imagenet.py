@@ -5,9 +5,10 @@ registry too, so the names must not collide with timm's own ``resnet50``. Each i
 ``timm.create_model(arch)``; at ``width=1`` it is timm's model exactly (same parameter names, so
 ``init: timm:resnet50`` fine-tunes it). ``width`` scales the stage planes (rounded per stage,
 so MAC steps stay ~1-2%); the stem stays timm's 64-channel 7x7 conv (timm's ResNet takes
-``stem_width`` for deep stems only, so only ResNeSt-50d's 3-conv stem scales with it: a narrow
-ensemble member keeps a full stem, which its counted MACs include). Deeper (resnet101/152) are matched by width per depth
-variant: at the ResNet-50 budget a depth *choice* would always pick depth 50. ResNeXt keeps
+``stem_width`` for deep stems only, so only ResNeSt-50d's 3-conv stem scales with it: a
+narrow ensemble member keeps a full stem, which its counted MACs include). Deeper
+(resnet101/152) are matched by width per depth variant: at the ResNet-50 budget a depth
+*choice* would always pick depth 50. ResNeXt keeps
 cardinality 32 and the group widths (4, 8, 16, 32): only the outer width scales (group widths
 are integers, so scaling them would move stage 1 in 25% steps).
 """

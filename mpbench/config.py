@@ -64,7 +64,8 @@ class DatasetConfig(_Strict):
     num_workers: int | None = Field(None, ge=0)
     # stream: where JPEGs are decoded: cpu = in the workers (PIL + timm's transforms); device =
     # on the run's device, the workers only reading bytes (mpbench.data.device_decode).
-    # Pixels differ slightly between the two, so it is fingerprinted and never automatic
+    # The batches differ between the two (decoder, resampler, RNG), so it is fingerprinted
+    # and never chosen automatically
     decode: Literal["cpu", "device"] = "cpu"
 
     @model_serializer(mode="wrap")

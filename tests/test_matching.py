@@ -381,6 +381,10 @@ def test_suite_geometry_counts_image_folder_classes(tmp_path):
     with pytest.raises(SuiteError, match="--classes"):
         suite_geometry(missing)
     assert suite_geometry(missing, num_classes=7) == ((3, 32, 32), 7)
+    told = _suite({"name": "imagefolder", "root": str(tmp_path / "imgs"), "num_classes": 4})
+    with pytest.raises(SuiteError, match="dataset.num_classes: data set imagefolder has 3 "
+                                         "classes, not 4"):
+        suite_geometry(told)
 
 
 def _w16_gmacs() -> float:

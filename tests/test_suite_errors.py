@@ -91,6 +91,10 @@ CASES = [
     # an image folder that is not there, and whose classes the suite does not give
     ("image-folder-missing", suite_text(dataset="{name: imagefolder, root: /nonexistent/imgs}"),
      ["dataset.root", "/nonexistent/imgs", "pass --data-root"]),
+    # its classes given, but not the size its models see: only the data can tell
+    ("image-folder-missing-size-unknown", suite_text(
+        dataset="{name: imagefolder, root: /nonexistent/imgs, num_classes: 10}"),
+     ["dataset.root", "pass --data-root", "give dataset.crop_size or image_size"]),
     # ResNeXt-29 8x64d at base width 1 is 0.03304 GMACs at 16x16, 4 classes: within 2% of the
     # budget, but only at the bottom of its knob's range
     ("knob-at-range-end", suite_text(models="\n  - {name: cifar_resnext29_8x64d}",

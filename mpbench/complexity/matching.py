@@ -562,13 +562,14 @@ def suite_geometry(suite, data_root: str | Path | None = None,
     elif ds.num_classes and _folder_size(ds):  # given in the suite: no need for the data
         found = (ds.num_classes, _folder_size(ds), _folder_size(ds))
     else:
-        found = _image_folder_info(ds, data_root, where, num_classes or ds.num_classes)
-    if found is None:
+        found = _image_folder_info(ds, data_root, where, num_classes)
+    if found is None:  # --classes without the data: counted at 32x32
         found = (int(num_classes), 32, 32)
     classes, height, width = found
-    if num_classes is not None and int(num_classes) != classes:
-        raise SuiteError(f"{where}: data set {ds.name} has {classes} classes, "
-                         f"not {num_classes}")
+    for given, what in ((num_classes, "--classes"), (ds.num_classes, "dataset.num_classes")):
+        if given is not None and int(given) != classes:
+            raise SuiteError(f"{where}: {what}: data set {ds.name} has {classes} classes, "
+                             f"not {given}")
     resize = getattr(suite.recipe, "input_size", None)
     if resize:
         height = width = resize
@@ -599,8 +600,9 @@ def _image_folder_info(ds, data_root, where: str,
     except DataError as exc:
         if num_classes is not None:
             return None
-        raise SuiteError(f"{where}: dataset.root: {exc}; pass --data-root "
-                         f"(or --classes to count MACs without the data)") from None
+        alone = ("give dataset.crop_size or image_size to plan from the suite alone"
+                 if ds.num_classes else "--classes to count MACs without the data")
+        raise SuiteError(f"{where}: dataset.root: {exc}; pass --data-root (or {alone})") from None
     return (data.num_classes, *data.image_size[1:])
 
 

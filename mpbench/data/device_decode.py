@@ -23,9 +23,10 @@ and resampler differ, so ``decode`` is part of the run fingerprint and never cho
 automatically: a suite gives the same numbers on every machine unless it asks otherwise.
 
 An unreadable file is skipped and counted as with ``decode: cpu``: a batch whose batched
-decode fails is decoded image by image, and what no decoder reads is the bad file. ``decode: device`` is
-used only where it works: on CUDA it needs torchvision's nvJPEG decoder (in the standard CUDA
-wheels), checked once when the loader is built, else a DataError says what is missing.
+decode fails is decoded image by image, and what no decoder reads is the bad file.
+``decode: device`` is used only where it works: on CUDA it needs torchvision's nvJPEG decoder
+(in the standard CUDA wheels), checked once when the loader is built, else a DataError says
+what is missing.
 torchvision 0.29 marks its decoders deprecated in favour of TorchCodec; they are still the
 only decoder shipped with torch, so they are used here.
 """
@@ -166,12 +167,10 @@ class DeviceDecoder:
 def decode_on_cpu(data: bytes, tensor: torch.Tensor) -> torch.Tensor | None:
     """uint8 RGB CHW on the CPU by torchvision's decoders, else PIL; None if neither can."""
     from torchvision.io import ImageReadMode, decode_image
+    from torchvision.transforms.v2.functional import to_dtype
 
-    try:
-        img = decode_image(tensor, mode=ImageReadMode.RGB)
-        if img.dtype != torch.uint8:  # 16-bit PNG
-            img = (img.to(torch.float32) * (255 / 65535)).round_().to(torch.uint8)
-        return img
+    try:  # a 16-bit PNG comes back as uint16: scaled to 0..255
+        return to_dtype(decode_image(tensor, mode=ImageReadMode.RGB), torch.uint8, scale=True)
     except (RuntimeError, ValueError):
         pass
     from PIL import Image

@@ -430,7 +430,7 @@ def stream_loaders(data: StreamingDataset, recipe, device, seed: int, channels_l
     split not in ``splits`` (and for val without a validation split)."""
     common = dict(mean=data.mean, std=data.std, size=data.crop_size, device=device,
                   channels_last=channels_last, shard=shard, num_workers=data.num_workers,
-                  decode=getattr(data, "decode", "cpu"),
+                  decode=data.decode,
                   crop_pct=getattr(recipe, "crop_pct", 0.875),
                   scale_min=getattr(recipe, "crop_scale_min", 0.08))
     train = (StreamLoader(data.train_files, data.train_y, train_batch, train=True, seed=seed,
