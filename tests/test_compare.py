@@ -17,7 +17,8 @@ import json
 import pytest
 
 from mpbench.cli import main
-from mpbench.report.tables import aggregate, build_report, compare_labels, load_results
+from mpbench.report import aggregate, build_report, load_results
+from mpbench.report.comparisons import compare_labels
 from tests.test_report import SUITE, write_fake_results
 
 RUNS = [

@@ -9,7 +9,8 @@ import pytest
 
 from mpbench.cli import main
 from mpbench.errors import UserError
-from mpbench.report.tables import aggregate, build_report, latex_escape, load_results, regenerate_all
+from mpbench.report import aggregate, build_report, load_results, regenerate_all
+from mpbench.report.latex import latex_escape
 from mpbench.suite.runner import RESULT_COLUMNS
 
 SUITE = {

@@ -269,7 +269,7 @@ def test_run_evaluates_validation_every_epoch_and_test_once(tmp_path):
     assert not bool(row["test_curve"])
 
     from mpbench.report.figures import curve_key
-    from mpbench.report.tables import build_report, load_results
+    from mpbench.report import build_report, load_results
     assert curve_key(load_results(out), [RUN_ID]) == "val_top1"  # curves: the validation split
     build_report(out, tmp_path / "rep", figures=False, analyze=False)
     md = (tmp_path / "rep" / "report.md").read_text()
@@ -289,7 +289,7 @@ def test_test_every_gives_test_curves_flagged_in_results(tmp_path):
         assert isinstance(h["val_top1"], float) and isinstance(h["test_top1"], float)
     result = json.loads((out / "runs" / RUN_ID / "result.json").read_text())
     assert result["test_evals"] == 2 and result["test_curve"] is True
-    from mpbench.report.tables import describe_recipe
+    from mpbench.report.header import describe_recipe
     suite = json.loads((out / "suite.json").read_text())
     text = describe_recipe(suite["recipe"], suite["dataset"])
     assert "test set also evaluated every 1 epochs (test-set curves)" in text
@@ -348,15 +348,16 @@ def test_runs_from_before_test_every_are_described_by_their_histories():
     """The committed CPU report's runs predate ``test_every``: their metrics.json files hold a
     test top-1 at epoch 2 of 4 (eval_every: 2 then meant the test set), so the recipe line
     says so; a history that evaluates only after the last epoch says nothing of the kind."""
-    from mpbench.report.tables import _header, load_results
+    from mpbench.report.header import header_lines
+    from mpbench.report.results import load_results
 
     rs = load_results(Path(__file__).parents[1] / "reports" / "cifar10-jpg-report" / "results")
     h = next(iter(rs.metrics.values()))
     assert [e["test_top1"] is not None for e in h] == [False, True, False, True]
-    recipe = next(line for line in _header(rs, "t", "") if line.startswith("- **Recipe:**"))
+    recipe = next(line for line in header_lines(rs, "t", "") if line.startswith("- **Recipe:**"))
     assert "test set evaluated every 2 epochs and after the last (test-set curves" in recipe
     for hist in rs.metrics.values():
         for e in hist[:-1]:
             e["test_top1"] = None
-    recipe = next(line for line in _header(rs, "t", "") if line.startswith("- **Recipe:**"))
+    recipe = next(line for line in header_lines(rs, "t", "") if line.startswith("- **Recipe:**"))
     assert "test set" not in recipe

@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from mpbench.report.tables import compare_labels, format_comparison
+    from mpbench.report.comparisons import compare_labels, format_comparison
 
     recs = compare_labels(args.runs_dir, args.label_a, args.label_b, budget=args.budget,
                           level=args.level)
