@@ -235,12 +235,15 @@ class Suite(_Strict):
     # and the level below which a difference counts as significant (the best mark, "tied")
     reference: str | None = None
     significance_level: float = Field(0.05, gt=0, lt=1)
+    # multiple-test correction over each budget's comparisons (k - 1 rows against one)
+    significance_correction: Literal["holm", "none"] = "holm"
 
     @model_serializer(mode="wrap")
     def _omit_unset_report_fields(self, handler):
         # report-only fields at their defaults are left out, so suite.json of runs made before
         # they existed stays the same
-        return _drop_defaults(handler(self), {"reference": None, "significance_level": 0.05})
+        return _drop_defaults(handler(self), {"reference": None, "significance_level": 0.05,
+                                              "significance_correction": "holm"})
 
     @field_validator("reference")
     @classmethod

@@ -91,8 +91,9 @@ def test_report_markdown_shows_marks_and_comparisons(tmp_path):
     assert "### Budget 0.01 GMACs: each row against the best mean (A)" in md
     # B vs A at 0.01, hand-computed above
     assert "| B | A | -9.83 | [-10.55, -9.12] |" in md and "| 3 paired | paired t | worse |" in md
-    assert "| B | A | -1.00 | [-5.97, +3.97] | 0.478 | 0.33 | 3 paired | paired t | tied best |" in md
-    assert "| C | A | -22.00 | — | — | 0.00 | 1 vs 3 | none | no test possible (fewer than 2 seeds) |" in md
+    # p, then p (Holm): C has no test, so B's is a family of one, unchanged
+    assert "| B | A | -1.00 | [-5.97, +3.97] | 0.478 | 0.478 | 0.33 | 3 paired | paired t | tied best |" in md
+    assert "| C | A | -22.00 | — | — | — | 0.00 | 1 vs 3 | none | no test possible (fewer than 2 seeds) |" in md
     assert "against the reference" not in md and "published" not in md
     rows = {(r["budget_gmacs"], r["label"]): r for r in csv.DictReader(open(tmp_path / "rep" / "summary.csv"))}
     assert rows[("0.01", "A")]["best"] == "1" and rows[("0.04", "A")]["tied_best"] == "1"

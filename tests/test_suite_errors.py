@@ -70,6 +70,8 @@ CASES = [
      ["models[0].reference.err", "unknown key"]),
     ("bad-significance-level", suite_text(significance_level="1.5"),
      ["significance_level", "less than 1"]),
+    ("bad-significance-correction", suite_text(significance_correction="bonferroni"),
+     ["significance_correction", "'holm' or 'none'"]),
     # dataset.val_split (BASE: 4 synthetic classes, 32 training images, 8 of each class)
     ("val-split-whole-training-set", suite_text(dataset=_synthetic("val_split: 32")),
      ["dataset.val_split", "32 leaves no training images", "the training set has 32"]),
@@ -168,12 +170,15 @@ def test_report_fields_keep_old_suite_json_and_fingerprint():
     data = yaml.safe_load(suite_text())
     dumped = parse_suite(data).model_dump(mode="json")
     assert "reference" not in dumped and "significance_level" not in dumped
+    assert "significance_correction" not in dumped
     assert "reference" not in dumped["models"][0]
     data["reference"] = "cifar_resnet_tiny"
     data["significance_level"] = 0.01
+    data["significance_correction"] = "none"
     data["models"][0]["reference"] = {"top1": 91.25, "source": "He et al. 2016"}
     dumped = parse_suite(data).model_dump(mode="json")
     assert dumped["reference"] == "cifar_resnet_tiny" and dumped["significance_level"] == 0.01
+    assert dumped["significance_correction"] == "none"
     assert dumped["models"][0]["reference"] == {"top1": 91.25, "source": "He et al. 2016"}
 
 

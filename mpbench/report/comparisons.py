@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 
 from mpbench.errors import UserError
-from mpbench.report.formatting import (BEST_MARK, fmt_acc, fmt_budget, fmt_n, fmt_p, fmt_pp,
-                                       md_escape, test_name)
+from mpbench.report.formatting import (BEST_MARK, correction_name, fmt_acc, fmt_budget, fmt_n,
+                                       fmt_p, fmt_pp, md_escape, test_name)
 from mpbench.report.results import load_results
 from mpbench.report.summary import (aggregate, budget_key, compare_rows, label_order,
                                     suite_comparison_options)
@@ -26,8 +26,20 @@ def _verdict(a: dict, c, against: str) -> str:
     return "better" if c.diff > 0 else "worse"
 
 
+def _corrected(summary: list[dict]) -> bool:
+    return bool(summary) and summary[0].get("significance_correction", "none") != "none"
+
+
 def comparison_rows(summary: list[dict], key: str) -> list[list[str]]:
-    """Cells of the "vs best" (key ``vs_best``) or "vs reference" (``vs_ref``) table."""
+    """Cells of the "vs best" (key ``vs_best``) or "vs reference" (``vs_ref``) table; with a
+    multiple-test correction, the adjusted p right after the raw p."""
+    rows = _comparison_rows(summary, key)
+    if not _corrected(summary):
+        return [r[:5] + r[6:] for r in rows]
+    return rows
+
+
+def _comparison_rows(summary: list[dict], key: str) -> list[list[str]]:
     out = []
     against = "best" if key == "vs_best" else "ref"
     for a in summary:
@@ -37,16 +49,16 @@ def comparison_rows(summary: list[dict], key: str) -> list[list[str]]:
             if a["top1_by_seed"] and other == a["label"]:
                 mark = (BEST_MARK + " best" if a["best"] else "tied best" if a["tied_best"]
                         else "best mean") if key == "vs_best" else "reference"
-                out.append([a["label"], "(itself)", "", "", "", "", str(len(a["top1_by_seed"])),
-                            "", mark])
+                out.append([a["label"], "(itself)", "", "", "", "", "",
+                            str(len(a["top1_by_seed"])), "", mark])
             elif not a["top1_by_seed"]:
-                out.append([a["label"], other or "—", "—", "—", "—", "—", "0", "—",
+                out.append([a["label"], other or "—", "—", "—", "—", "—", "—", "0", "—",
                             "no finished runs"])
             continue
         ci = "—" if math.isnan(c.ci_low) else f"[{c.ci_low:+.2f}, {c.ci_high:+.2f}]"
         pb = "—" if math.isnan(c.p_a_beats_b) else f"{c.p_a_beats_b:.2f}"
-        out.append([a["label"], other, fmt_pp(c.diff), ci, fmt_p(c.p_value), pb, fmt_n(c),
-                    test_name(c), _verdict(a, c, against)])
+        out.append([a["label"], other, fmt_pp(c.diff), ci, fmt_p(c.p_value),
+                    fmt_p(c.p_adjusted), pb, fmt_n(c), test_name(c), _verdict(a, c, against)])
     return out
 
 
@@ -58,12 +70,14 @@ def comparison_table(summary: list[dict], key: str) -> str:
     head = list(COMPARISON_HEAD)
     level = summary[0]["significance_level"] if summary else 0.05
     head[3] = f"{100 * (1 - level):g}% CI (pp)"
-    lines = ["| " + " | ".join(head) + " |",
-             "|---|---|---:|---:|---:|---:|---:|---|---|"]
+    align = ["---", "---", "---:", "---:", "---:", "---:", "---:", "---|---"]
+    if _corrected(summary):
+        head.insert(5, f"p ({correction_name(summary[0]['significance_correction'])})")
+        align.insert(5, "---:")
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     for cells in comparison_rows(summary, key):
         lines.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
-
 
 
 def comparison_sections(rows: list[dict], dataset: str) -> list[str]:
@@ -126,6 +140,7 @@ def compare_labels(runs_dir: str | Path, label_a: str, label_b: str, *,
             continue
         rec = {"dataset": key[0], "budget_gmacs": a["budget_gmacs"], "a": label_a, "b": label_b,
                "split": a["split"] or "test", "level": opts["level"],
+               "report_correction": opts["correction"],
                "mean_a": a["top1_mean"], "std_a": a["top1_std"], "seeds_a": sorted(a["top1_by_seed"]),
                "mean_b": b["top1_mean"], "std_b": b["top1_std"], "seeds_b": sorted(b["top1_by_seed"])}
         if a["top1_by_seed"] and b["top1_by_seed"]:
@@ -134,11 +149,12 @@ def compare_labels(runs_dir: str | Path, label_a: str, label_b: str, *,
             rec.update(test=c.test, n_a=c.n_a, n_b=c.n_b, n_pairs=c.n_pairs, diff=nan(c.diff),
                        ci_low=nan(c.ci_low), ci_high=nan(c.ci_high), p_value=nan(c.p_value),
                        p_a_beats_b=nan(c.p_a_beats_b), significant=c.significant,
-                       reason=c.reason or None)
+                       reason=c.reason or None, exact=c.exact or None, correction="none")
         else:
             rec.update(test="none", n_a=len(a["top1_by_seed"]), n_b=len(b["top1_by_seed"]),
                        n_pairs=0, diff=None, ci_low=None, ci_high=None, p_value=None,
-                       p_a_beats_b=None, significant=False, reason="no finished runs for "
+                       p_a_beats_b=None, significant=False, exact=None, correction="none",
+                       reason="no finished runs for "
                        + (label_a if not a["top1_by_seed"] else label_b))
         out.append(rec)
     if not out:
@@ -163,9 +179,16 @@ def format_comparison(rec: dict) -> str:
          else f"{rec['n_a']} vs {rec['n_b']} runs")
     verdict = ((f"{rec['a']} better" if rec["diff"] > 0 else f"{rec['a']} worse")
                if rec["significant"] else "not significant")
-    lines += [f"  Δ top-1 ({rec['a']} − {rec['b']}): {rec['diff']:+.2f} pp, "
-              f"{100 * (1 - rec['level']):g}% CI [{rec['ci_low']:+.2f}, {rec['ci_high']:+.2f}]",
-              f"  {'paired' if rec['test'] == 'paired' else 'Welch'} t test, {n}: "
+    ci = ("no t interval (no spread between seeds)" if rec["ci_low"] is None else
+          f"{100 * (1 - rec['level']):g}% CI [{rec['ci_low']:+.2f}, {rec['ci_high']:+.2f}]")
+    test = {"sign": "exact sign test (no spread: t undefined)",
+            "mann-whitney": "exact Mann-Whitney test (no spread: t undefined)"}.get(
+        rec.get("exact") or "", f"{'paired' if rec['test'] == 'paired' else 'Welch'} t test")
+    lines += [f"  Δ top-1 ({rec['a']} − {rec['b']}): {rec['diff']:+.2f} pp, {ci}",
+              f"  {test}, {n}: "
               f"p = {fmt_p(rec['p_value'])}; P({rec['a']} beats {rec['b']}) = "
-              f"{rec['p_a_beats_b']:.2f}; at level {rec['level']:g}: {verdict}"]
+              f"{rec['p_a_beats_b']:.2f}; at level {rec['level']:g}: {verdict}",
+              "  (one pair chosen in advance: p uncorrected"
+              + ("; the report's tables adjust each budget's comparisons with Holm's method)"
+                 if rec.get("report_correction") == "holm" else ")")]
     return "\n".join(lines)

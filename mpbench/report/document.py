@@ -57,26 +57,42 @@ def results_section(ctx: ReportContext) -> list[str]:
 def legend_section(ctx: ReportContext) -> list[str]:
     """What the marks, columns and comparisons mean."""
     level, split = ctx.level, split_name(ctx.summary)
+    method = ctx.summary[0].get("significance_correction", "none") if ctx.summary else "none"
+    if method == "holm":
+        family = (f"p < {level:g} after Holm's correction over the budget's comparisons with "
+                  "the best")
+        adjusted = ("p (Holm): p adjusted by the Holm-Bonferroni method over the comparisons "
+                    "of its table (one budget's rows against one row), so that the chance of "
+                    f"any false \"better\" or \"worse\" in it stays below {level:g}; the verdict "
+                    "uses it (the CI is per comparison, not adjusted). ")
+    else:
+        family = f"p < {level:g}, no multiple-test correction (significance_correction: none)"
+        adjusted = ""
     return [f"{BEST_MARK} and **bold**: best mean top-1 within its budget, significantly ahead of "
-            f"the runner-up (p < {level:g}); {TIED_MARK}: no row is significantly ahead, and these "
-            "rows are not significantly worse than the best mean (each compared with it, no "
-            "multiple-test correction; a row with fewer than 2 finished seeds cannot be shown "
-            "worse). Top-1/top-5: "
+            f"every other row of the budget ({family}); {TIED_MARK}: the best mean is not "
+            "significantly ahead of every row, and these rows are not significantly worse than "
+            "it (a row with fewer than 2 finished seeds can neither be shown worse nor be "
+            "beaten). Top-1/top-5: "
             + (f"{split} accuracy after the last epoch" if split else
                "accuracy after the last epoch on the split each row names")
             + ", mean ± sample standard deviation (n − 1) over the "
-            "seeds that finished. \"runs\": the number of seeds, or how many ended in each state; "
-            "runs that diverged, ran out of memory, failed or are unfinished are counted there "
-            "and left out of the means. GMACs and params: the matched model's; \"vs budget\": its "
+            "seeds that finished. \"runs\": the number of seeds, or how many ended in each state "
+            "(\"no top-1\": finished without a top-1, e.g. NaN); runs that diverged, ran out of "
+            "memory, failed, have no top-1 or are unfinished are counted there and left out of "
+            "the means. GMACs and params: the matched model's; \"vs budget\": its "
             "deviation from the budget. Train time and img/s: mean over finished runs (a run's "
             "img/s is its median training throughput over epochs).", "",
             "Comparisons (scipy.stats): Δ top-1 = row minus the other row, in percentage points; "
             "a paired t test over the seeds both finished when they share two or more (the CI "
             "and Δ then refer to those seeds), Welch's t test otherwise; "
-            f"{100 * (1 - level):g}% t confidence interval of Δ; p: two-sided; P(row beats): "
+            f"{100 * (1 - level):g}% t confidence interval of Δ; p: two-sided; " + adjusted +
+            "P(row beats): "
             "the share of shared seeds on which the row is ahead (paired), else the share of "
-            "run pairs (Mann-Whitney U / n·m; ties count ½); n: seeds compared. A difference "
-            "with no spread between seeds (identical per-seed differences) is given p = 0.", ""]
+            "run pairs (Mann-Whitney U / n·m; ties count ½); n: seeds compared. Where the t "
+            "test is undefined (no spread: identical per-seed differences, or both rows "
+            "constant), an exact rank test gives p instead, with no CI: the sign test when "
+            "paired (p = 2 / 2^n when all n differences agree), exact Mann-Whitney otherwise.",
+            ""]
 
 
 def speed_section(ctx: ReportContext) -> list[str]:

@@ -5,8 +5,8 @@ import math
 
 __all__ = ["MACS_CONVENTION", "BEST_MARK", "TIED_MARK", "fmt_acc", "fmt_gmacs", "fmt_params",
            "fmt_budget", "fmt_dev", "fmt_duration", "fmt_rate", "fmt_knob", "fmt_p", "fmt_pp",
-           "fmt_n", "fmt_published", "fmt_rel", "test_name", "split_name", "extra_columns",
-           "md_escape"]
+           "fmt_n", "fmt_published", "fmt_rel", "test_name", "correction_name", "split_name",
+           "extra_columns", "md_escape"]
 
 MACS_CONVENTION = "fvcore MACs, batch 1, eval mode; 1 MAC = one multiply-add"
 BEST_MARK = "★"
@@ -87,7 +87,13 @@ def fmt_n(c) -> str:
 
 
 def test_name(c) -> str:
+    if c.exact:  # the t statistic was undefined (no spread between seeds)
+        return {"sign": "sign test (exact)", "mann-whitney": "Mann-Whitney (exact)"}[c.exact]
     return {"paired": "paired t", "welch": "Welch t", "none": "none"}[c.test]
+
+
+def correction_name(method: str) -> str:
+    return {"holm": "Holm", "none": "uncorrected"}.get(method, method)
 
 
 def extra_columns(summary: list[dict]) -> dict[str, bool]:

@@ -108,7 +108,7 @@ def header_lines(rs: ResultSet, title: str, note: str) -> list[str]:
         "- **Budgets:** " + (", ".join(f"{b:g}" for b in budgets) + " GMACs, matched within "
                                f"±{100 * suite.get('tolerance', 0.02):g}% (depth knobs: nearest depth, then a small width adjustment)"
                                if budgets else "none (models as given)"),
-        f"- **Complexity:** {MACS_CONVENTION}; input at the data set's image size",
+        f"- **Complexity:** {MACS_CONVENTION}; " + _counted_input(suite.get("recipe") or {}),
         "- **Initialisation:** " + (
             "; ".join(sorted({f"{r['label']} from `{r['init']}` ({r['init_mode'] or 'init'})"
                               for r in rs.rows if r["init"]}))
@@ -121,3 +121,12 @@ def header_lines(rs: ResultSet, title: str, note: str) -> list[str]:
         "",
     ]
     return lines
+
+
+def _counted_input(recipe: dict) -> str:
+    """The input size MACs are counted at: the recipe's ``input_size`` when it resizes the
+    batches (the plan counts at that size), else the data set's own image size."""
+    size = recipe.get("input_size")
+    if size:
+        return f"input {size}x{size} (recipe.input_size: batches resized to it)"
+    return "input at the data set's image size"

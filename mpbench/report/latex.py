@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import math
 
-from mpbench.report.formatting import (extra_columns, fmt_budget, fmt_duration, fmt_gmacs,
-                                       fmt_p, fmt_params, fmt_published, fmt_rate, fmt_rel,
-                                       split_name)
+from mpbench.report.formatting import (correction_name, extra_columns, fmt_budget,
+                                       fmt_duration, fmt_gmacs, fmt_p, fmt_params, fmt_published,
+                                       fmt_rate, fmt_rel, split_name)
 from mpbench.report.summary import SPEED_COLUMNS
 
 __all__ = ["latex_table", "latex_escape"]
@@ -25,14 +25,22 @@ def _latex_acc(mean, std) -> str:
     return f"{mean:.2f} $\\pm$ {std:.2f}" if std is not None else f"{mean:.2f}"
 
 
-def _latex_cmp(c) -> list[str]:
-    """Δ [CI], p and P(beats) cells of a comparison (``--`` where there is none)."""
+def _latex_cmp(c, corrected: bool) -> list[str]:
+    """Δ [CI], p, (adjusted p,) and P(beats) cells of a comparison (``--`` where there is
+    none); a difference with no spread has no t interval (an exact rank test gave p)."""
+    cells = _latex_cmp_all(c)
+    return cells if corrected else cells[:2] + cells[3:]
+
+
+def _latex_cmp_all(c) -> list[str]:
     if c is None:
-        return ["--", "--", "--"]
+        return ["--", "--", "--", "--"]
     if c.test == "none":
-        return [f"${c.diff:+.2f}$ (no test)" if not math.isnan(c.diff) else "--", "--",
+        return [f"${c.diff:+.2f}$ (no test)" if not math.isnan(c.diff) else "--", "--", "--",
                 "--" if math.isnan(c.p_a_beats_b) else f"{c.p_a_beats_b:.2f}"]
-    return [f"${c.diff:+.2f}$ [${c.ci_low:+.2f}$, ${c.ci_high:+.2f}$]", fmt_p(c.p_value),
+    ci = ("(no spread)" if math.isnan(c.ci_low)
+          else f"[${c.ci_low:+.2f}$, ${c.ci_high:+.2f}$]")
+    return [f"${c.diff:+.2f}$ {ci}", fmt_p(c.p_value), fmt_p(c.p_adjusted),
             f"{c.p_a_beats_b:.2f}"]
 
 
@@ -44,13 +52,17 @@ def latex_table(summary: list[dict], caption: str = "") -> str:
     has_ref = any(a["ref_label"] for a in summary)
     level = summary[0]["significance_level"] if summary else 0.05
     ci = f"{100 * (1 - level):g}\\% CI"
+    method = summary[0].get("significance_correction", "none") if summary else "none"
+    corrected = method != "none"
+    adj = [f"$p$ ({correction_name(method)})"] if corrected else []
     head = ["Budget (GMACs)", "Model", "Family", "GMACs", "Params (M)",
             (f"{split.capitalize()} top-1 (\\%)" if split else "Top-1 (\\%)"),
-            f"$\\Delta$ best [{ci}]", "$p$", "$P$(beats)"]
-    cols = "lllrrrrrr"
+            f"$\\Delta$ best [{ci}]", "$p$", *adj, "$P$(beats)"]
+    cols = "lllrrrrrr" + "r" * corrected
     if has_ref:
-        head += [f"$\\Delta$ ref [{ci}]", "$p$ (ref)", "$P$(beats ref)"]
-        cols += "rrr"
+        adj_ref = [f"$p$ (ref, {correction_name(method)})"] if corrected else []
+        head += [f"$\\Delta$ ref [{ci}]", "$p$ (ref)", *adj_ref, "$P$(beats ref)"]
+        cols += "rrr" + "r" * corrected
     if extra["split"]:
         head.append("Split")
         cols += "l"
@@ -65,8 +77,9 @@ def latex_table(summary: list[dict], caption: str = "") -> str:
     lines = []
     if caption:
         lines.append(f"% {caption}")
-    lines.append(f"% $^\\star$: best mean, significantly ahead of the runner-up (p < {level:g}); "
-                 "$^\\approx$: tied for best (not significantly worse than the best mean)")
+    lines.append(f"% $^\\star$: best mean, significantly ahead of every other row of its budget "
+                 f"(p < {level:g}" + (f", {correction_name(method)}-adjusted" if corrected else "")
+                 + "); $^\\approx$: tied for best (not significantly worse than the best mean)")
     lines += [f"\\begin{{tabular}}{{{cols}}}", "\\toprule", " & ".join(head) + " \\\\",
               "\\midrule"]
     prev = object()
@@ -83,9 +96,9 @@ def latex_table(summary: list[dict], caption: str = "") -> str:
             label = f"{label}$^\\approx$"
         cells = [latex_escape(fmt_budget(a["budget_gmacs"])) if first else "", label,
                  latex_escape(a["family"]), fmt_gmacs(a["gmacs"]).replace("—", "--"),
-                 fmt_params(a["params"]).replace("—", "--"), top1, *_latex_cmp(a["vs_best"])]
+                 fmt_params(a["params"]).replace("—", "--"), top1, *_latex_cmp(a["vs_best"], corrected)]
         if has_ref:
-            cells += _latex_cmp(a["vs_ref"])
+            cells += _latex_cmp(a["vs_ref"], corrected)
         if extra["split"]:
             cells.append(latex_escape(a["split"] or "--"))
         if extra["published"]:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
 from scipy import stats
 
-__all__ = ["Comparison", "compare", "rank_with_ties"]
+__all__ = ["Comparison", "compare", "holm", "correct", "rank_with_ties", "CORRECTIONS"]
+
+CORRECTIONS = ("holm", "none")
 
 NAN = float("nan")
 
@@ -26,6 +28,12 @@ class Comparison:
 
     test: "paired" (t test over shared seeds), "welch" (unequal-variance t
     test) or "none" (too few runs; p_value/ci/t/df are NaN, reason says why).
+    exact: "" for the t test, else the exact rank test used because the t
+    statistic is undefined (no spread): "sign" (paired) or "mann-whitney"
+    (unpaired); ci is then NaN (no t interval exists).
+    p_adjusted/correction: the p-value after a multiple-test correction over
+    a family of comparisons (:func:`correct`); significant is p_adjusted <
+    level.  A lone comparison has correction "none" and p_adjusted = p_value.
     diff is mean A - mean B; for "paired" it is the mean of the per-seed
     differences over the shared seeds (the quantity the CI and p refer to),
     while mean_a/mean_b are always over all runs given.
@@ -47,6 +55,9 @@ class Comparison:
     reason: str = ""
     t: float = NAN
     df: float = NAN
+    exact: Literal["", "sign", "mann-whitney"] = ""
+    p_adjusted: float = NAN
+    correction: str = "none"
 
 
 def _as_array(x: Sequence[float], name: str) -> np.ndarray:
@@ -77,17 +88,30 @@ def _shared_pairs(
     return a[ia], b[ib]
 
 
-def _degenerate(diff: float) -> tuple[float, float, float]:
-    """(p, ci_low, ci_high) when the t statistic's denominator is exactly zero.
+def _no_spread(x: np.ndarray) -> bool:
+    """All values equal up to float rounding: 91.23 - 90.12 and 92.34 - 91.23 differ in the
+    last bits, and a t test on that "spread" would give a p-value of about 0."""
+    return bool(np.ptp(x) <= 1e-9 * max(1.0, float(np.max(np.abs(x)))))
 
-    scipy returns NaN (0/0) or +-inf with a warning here.  We decide:
-    no difference at all -> p = 1, CI [0, 0]; a constant non-zero difference
-    -> p = 0, CI [diff, diff]: the data show no noise, so the separation is
-    certain *given the data* (with more seeds it may not be).
+
+def _sign_test(d: np.ndarray) -> float:
+    """Exact two-sided sign test of paired differences (zeros dropped).
+
+    Used when every difference is the same, where the t statistic is 0/0 or
+    +-inf: n differences all of one sign give p = 2 / 2^n, never 0 (accuracies
+    are quantised, so equal differences over 2-3 seeds happen by chance).
     """
-    if diff == 0.0:
-        return 1.0, 0.0, 0.0
-    return 0.0, diff, diff
+    nonzero = d[np.abs(d) > 1e-9 * max(1.0, float(np.max(np.abs(d))))]
+    if nonzero.size == 0:
+        return 1.0
+    return float(stats.binomtest(int(np.sum(nonzero > 0)), int(nonzero.size)).pvalue)
+
+
+def _mann_whitney(a: np.ndarray, b: np.ndarray) -> float:
+    """Exact two-sided Mann-Whitney p when both samples are constant (se = 0)."""
+    if math.isclose(float(np.mean(a)), float(np.mean(b)), rel_tol=1e-9, abs_tol=1e-9):
+        return 1.0
+    return float(stats.mannwhitneyu(a, b, method="exact").pvalue)
 
 
 def compare(
@@ -113,6 +137,7 @@ def compare(
     n_a, n_b = int(xa.size), int(xb.size)
     mean_a, mean_b = _mean(xa), _mean(xb)
 
+    exact = ""
     pa = pb = np.empty(0)
     if seeds_a is not None and seeds_b is not None:
         pa, pb = _shared_pairs(xa, xb, seeds_a, seeds_b)
@@ -122,8 +147,8 @@ def compare(
         d = pa - pb
         diff = float(np.mean(d))
         p_beats = float(np.mean((d > 0) + 0.5 * (d == 0)))
-        if np.ptp(d) == 0.0:  # exact: all differences equal, sd = 0
-            p, lo, hi = _degenerate(diff)
+        if _no_spread(d):  # all differences equal, sd = 0: t undefined, exact sign test
+            p, lo, hi, exact = _sign_test(d), NAN, NAN, "sign"
             t_stat, df = (NAN if diff == 0.0 else math.copysign(math.inf, diff)), float(n_pairs - 1)
         else:
             res = stats.ttest_rel(pa, pb)
@@ -135,8 +160,8 @@ def compare(
     elif n_a >= 2 and n_b >= 2:
         diff = mean_a - mean_b
         p_beats = float(stats.mannwhitneyu(xa, xb).statistic) / (n_a * n_b)
-        if np.ptp(xa) == 0.0 and np.ptp(xb) == 0.0:  # both constant: se = 0
-            p, lo, hi = _degenerate(diff)
+        if _no_spread(xa) and _no_spread(xb):  # both constant: se = 0, exact rank test
+            p, lo, hi, exact = _mann_whitney(xa, xb), NAN, NAN, "mann-whitney"
             t_stat = NAN if diff == 0.0 else math.copysign(math.inf, diff)
             df = NAN  # Welch-Satterthwaite df is 0/0 here
         else:
@@ -174,7 +199,40 @@ def compare(
         reason=reason,
         t=t_stat,
         df=df,
+        exact=exact,
+        p_adjusted=p,
     )
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values, in the order given (NaN stays NaN, not counted).
+
+    With the m finite p-values sorted ascending, p_(i) (i = 1..m) becomes
+    max over j <= i of min(1, (m - j + 1) p_(j)): rejecting where the adjusted
+    p < level keeps the chance of any false "significant" in the family at
+    most level, whatever the dependence between the tests.
+    """
+    finite = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    m = len(finite)
+    out = [NAN] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(finite):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+def correct(comparisons: Mapping[str, Comparison], method: str = "holm") -> dict[str, Comparison]:
+    """The comparisons of one family (e.g. every row of a budget against its best) with
+    ``p_adjusted`` and ``significant`` corrected for their number (``method``: holm, none)."""
+    if method not in CORRECTIONS:
+        raise ValueError(f"correction must be one of {', '.join(CORRECTIONS)}")
+    keys = list(comparisons)
+    raw = [comparisons[k].p_value for k in keys]
+    adjusted = holm(raw) if method == "holm" else raw
+    return {k: replace(comparisons[k], p_adjusted=q, correction=method,
+                       significant=bool(q < comparisons[k].level))
+            for k, q in zip(keys, adjusted)}
 
 
 def rank_with_ties(
@@ -182,15 +240,17 @@ def rank_with_ties(
     *,
     seeds: Mapping[str, Sequence] | None = None,
     level: float = 0.05,
+    correction: str = "holm",
 ) -> list[str]:
     """Labels "tied for best" among rows of one budget, best mean first.
 
     Why: bolding only the top mean overstates a win that seed noise could
-    flip.  Rule: if the best-mean row is significantly ahead of the runner-up,
-    only it is best; otherwise the best plus every row not significantly
-    worse than it (each compared with the best, no multiple-test correction;
-    rows with < 2 runs cannot be shown worse, so they stay tied).  Rows with
-    no runs are ignored.  seeds (label -> seeds) enables paired tests.
+    flip.  Rule: the best-mean row is alone best only when it is significantly
+    ahead of *every* other row (each compared with it, the k - 1 p-values
+    corrected by ``correction``); otherwise the best plus every row not
+    significantly worse than it.  A row with < 2 runs can neither be shown
+    worse nor be beaten, so it stays tied.  Rows with no runs are ignored.
+    seeds (label -> seeds) enables paired tests.
     """
     seeds = seeds or {}
     rows = {k: list(v) for k, v in groups.items() if len(v) > 0}
@@ -198,18 +258,16 @@ def rank_with_ties(
         return []
     order = sorted(rows, key=lambda k: (-float(np.mean(rows[k])), k))
     best = order[0]
-
-    def vs_best(other: str) -> Comparison:
-        return compare(
+    family = correct({
+        other: compare(
             rows[best], rows[other],
             seeds_a=seeds.get(best) if other in seeds else None,
             seeds_b=seeds.get(other) if best in seeds else None,
             level=level,
         )
-
-    def ahead(c: Comparison) -> bool:
-        return c.significant and c.diff > 0
-
-    if len(order) == 1 or ahead(vs_best(order[1])):
+        for other in order[1:]
+    }, correction)
+    behind = {k for k, c in family.items() if c.significant and c.diff > 0}
+    if len(behind) == len(order) - 1:
         return [best]
-    return [best] + [k for k in order[1:] if not ahead(vs_best(k))]
+    return [best] + [k for k in order[1:] if k not in behind]

@@ -40,21 +40,26 @@ def budget_key(b: float | None) -> tuple:
     return (1, 0.0) if b is None else (0, b)
 
 
+# what a row's runs ended as: "no top-1" is a finished run whose top-1 is NaN or missing
+ROW_STATES = ("done", "no top-1", *STATUS_ORDER[1:])
+
+
 def status_text(counts: dict[str, int]) -> str:
-    """``"3"`` when every run finished, else e.g. ``"2 done, 1 diverged"``."""
+    """``"3"`` when every run finished with a top-1, else e.g. ``"2 done, 1 diverged"``."""
     total = sum(counts.values())
     if counts.get("done", 0) == total:
         return str(total)
-    return ", ".join(f"{counts[s]} {s}" for s in STATUS_ORDER if counts.get(s))
+    return ", ".join(f"{counts[s]} {s}" for s in ROW_STATES if counts.get(s))
 
 
 def aggregate(rows: list[dict], label_order: list[str] | None = None, *, level: float = 0.05,
-              reference: str | None = None, published: dict[str, dict] | None = None
-              ) -> list[dict]:
+              reference: str | None = None, published: dict[str, dict] | None = None,
+              correction: str = "holm") -> list[dict]:
     """One summary row per (data set, budget, label); sorted; compared within each budget
-    (:func:`add_significance`: the best mark only where significant at ``level``, every row
-    against the best and against the ``reference`` label); ``published``: label -> the suite
-    entry's ``reference`` ({top1, source}), printed beside the measured mean."""
+    (:func:`add_significance`: the best mark only where significant at ``level`` after the
+    multiple-test ``correction``, every row against the best and against the ``reference``
+    label); ``published``: label -> the suite entry's ``reference`` ({top1, source}), printed
+    beside the measured mean."""
     order = {lab: i for i, lab in enumerate(label_order or [])}
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -64,9 +69,10 @@ def aggregate(rows: list[dict], label_order: list[str] | None = None, *, level: 
         runs = sorted(runs, key=lambda r: r["seed"])
         done = [r for r in runs if r["status"] == "done"]
         basis = done or runs
-        counts = {s: 0 for s in STATUS_ORDER}
+        counts = {s: 0 for s in ROW_STATES}
         for r in runs:
-            counts[r["status"] if r["status"] in counts else "failed"] += 1
+            state = r["status"] if r["status"] in STATUS_ORDER else "failed"
+            counts["no top-1" if state == "done" and r["top1"] is None else state] += 1
         top1 = [r["top1"] for r in done if r["top1"] is not None]
         top5 = [r["top5"] for r in done if r["top5"] is not None]
         val1 = [r["val_top1"] for r in done if r["val_top1"] is not None]
@@ -77,7 +83,8 @@ def aggregate(rows: list[dict], label_order: list[str] | None = None, *, level: 
             "gmacs": _mean([r["gmacs"] for r in basis if r["gmacs"] is not None]),
             "deviation": _mean([r["deviation"] for r in basis if r["deviation"] is not None]),
             "params": _mean([r["params"] for r in basis if r["params"] is not None]),
-            "runs": len(runs), "n_done": len(done), "n_diverged": counts["diverged"],
+            "runs": len(runs), "n_done": counts["done"], "n_no_top1": counts["no top-1"],
+            "n_diverged": counts["diverged"],
             "n_oom": counts["oom"], "n_failed": counts["failed"],
             "n_pending": counts["pending"] + counts["partial"],
             "status": status_text(counts), "counts": counts,
@@ -100,7 +107,8 @@ def aggregate(rows: list[dict], label_order: list[str] | None = None, *, level: 
         out.append(row)
     out.sort(key=lambda a: (a["dataset"], budget_key(a["budget_gmacs"]),
                             order.get(a["label"], len(order)), a["label"]))
-    add_significance(out, level=level, reference=reference, published=published)
+    add_significance(out, level=level, reference=reference, published=published,
+                     correction=correction)
     for step in SUMMARY_STEPS:
         step(out)
     return out
@@ -117,19 +125,22 @@ def compare_rows(a: dict, b: dict, level: float):
 
 
 def add_significance(summary: list[dict], *, level: float = 0.05, reference: str | None = None,
-                     published: dict[str, dict] | None = None) -> None:
+                     published: dict[str, dict] | None = None, correction: str = "holm") -> None:
     """Per (data set, budget): ``best`` (the best mean, only where it is significantly ahead
-    of the runner-up), ``tied_best`` (otherwise: the best mean and every row not significantly
-    worse, :func:`mpbench.report.stats.rank_with_ties`), ``vs_best``/``vs_ref`` (this row
-    minus the best-mean / the reference row: a :class:`~mpbench.report.stats.Comparison`, None
-    for that row itself or without finished runs), the published number and the training
-    speed relative to the reference row (else the best-mean row)."""
-    from mpbench.report.stats import rank_with_ties
+    of every other row), ``tied_best`` (otherwise: the best mean and every row not
+    significantly worse, :func:`mpbench.report.stats.rank_with_ties`), ``vs_best``/``vs_ref``
+    (this row minus the best-mean / the reference row: a
+    :class:`~mpbench.report.stats.Comparison`, None for that row itself or without finished
+    runs; each family of k - 1 comparisons corrected by ``correction``, holm or none), the
+    published number and the training speed relative to the reference row (else the
+    best-mean row)."""
+    from mpbench.report.stats import correct, rank_with_ties
 
     published = published or {}
     for a in summary:
         a.update(best=False, tied_best=False, vs_best=None, vs_ref=None, best_label="",
-                 ref_label="", significance_level=level, train_speed_rel=None, train_speed_vs="")
+                 ref_label="", significance_level=level, significance_correction=correction,
+                 train_speed_rel=None, train_speed_vs="")
         pub = published.get(a["label"])
         a["published"] = pub
         a["published_diff"] = (a["top1_mean"] - pub["top1"]
@@ -142,7 +153,7 @@ def add_significance(summary: list[dict], *, level: float = 0.05, reference: str
         by_label = {a["label"]: a for a in group}
         tied = rank_with_ties({k: list(v["top1_by_seed"].values()) for k, v in by_label.items()},
                               seeds={k: list(v["top1_by_seed"]) for k, v in by_label.items()},
-                              level=level)
+                              level=level, correction=correction)
         top = by_label[tied[0]]
         if len(group) > 1:  # a lone row is best of nothing
             if len(tied) == 1:
@@ -151,14 +162,16 @@ def add_significance(summary: list[dict], *, level: float = 0.05, reference: str
                 for lab in tied:
                     by_label[lab]["tied_best"] = True
         ref = by_label.get(reference) if reference else None
+        vs_best = correct({a["label"]: compare_rows(a, top, level)
+                           for a in group if a is not top}, correction)
+        vs_ref = correct({a["label"]: compare_rows(a, ref, level)
+                          for a in group if a is not ref}, correction) if ref is not None else {}
         for a in group:
             a["best_label"] = top["label"]
-            if a is not top:
-                a["vs_best"] = compare_rows(a, top, level)
+            a["vs_best"] = vs_best.get(a["label"])
             if ref is not None:
                 a["ref_label"] = ref["label"]
-                if a is not ref:
-                    a["vs_ref"] = compare_rows(a, ref, level)
+                a["vs_ref"] = vs_ref.get(a["label"])
         base = ref if ref is not None else top
         for a in rows:
             if a["speed_train_img_s"] and base["speed_train_img_s"]:
@@ -168,8 +181,10 @@ def add_significance(summary: list[dict], *, level: float = 0.05, reference: str
 
 
 def suite_comparison_options(suite: dict) -> dict:
-    """:func:`aggregate`'s ``level``, ``reference`` and ``published`` from a stored suite."""
+    """:func:`aggregate`'s ``level``, ``correction``, ``reference`` and ``published`` from a
+    stored suite (suites made before ``significance_correction`` existed get holm)."""
     return {"level": float(suite.get("significance_level") or 0.05),
+            "correction": suite.get("significance_correction") or "holm",
             "reference": suite.get("reference"),
             "published": {m.get("label") or m.get("name"): m["reference"]
                           for m in suite.get("models") or [] if m.get("reference")}}
