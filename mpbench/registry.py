@@ -10,7 +10,9 @@ timm's model contract where the model supports it: a ``pretrained_cfg``/``defaul
 (the registration's ``input_size``/``default_cfg``: CIFAR's 3x32x32 and channel statistics
 unless the model says otherwise; ``first_conv``, ``classifier`` and ``pool_size`` read off
 the built model), ``features_only=True`` through timm's ``FeatureGetterNet`` (it needs the
-model's ``forward_intermediates``/``feature_info``), and ``pretrained=True`` refused (no hub
+model's ``forward_intermediates``/``feature_info``; a ``feature_cfg`` picks timm's other
+wrappers: ``fx`` and ``hook`` on every model but an ensemble; ``list``/``dict`` with
+``flatten_sequential=True`` where ``forward_features`` runs its modules in sequence), and ``pretrained=True`` refused (no hub
 weights). A model without timm's methods (a plain ``nn.Sequential`` plugin) still gets its
 ``pretrained_cfg``; what needs the methods (``features_only``, ``num_classes=0``,
 ``global_pool``) raises :class:`TimmContractError` naming them. In timm's registry the models
@@ -232,12 +234,32 @@ def _classifier_name(model: nn.Module):
     return names.get(id(heads))
 
 
+def _check_feature_modules(entry: ModelEntry, model: nn.Module, feature_cfg: dict) -> None:
+    """timm's wrappers other than the getter take maps from the modules ``feature_info``
+    names; an ensemble's maps are its members' concatenated, which no one module holds."""
+    from timm.models._features import FeatureGetterNet
+
+    cls = feature_cfg.get("feature_cls")
+    if (cls.lower() == "getter" if isinstance(cls, str)
+            else isinstance(cls, type) and issubclass(cls, FeatureGetterNet)):
+        return
+    names = dict(model.named_modules())
+    absent = [i["module"] for i in model.feature_info if i.get("module") not in names]
+    if absent:
+        raise TimmContractError(
+            f"{entry.name}: feature_cls={getattr(cls, '__name__', cls)!r} takes feature maps "
+            f"from the modules feature_info names, and this model has no {', '.join(absent)} "
+            "(its maps are computed, e.g. an ensemble's members' concatenated); use "
+            "feature_cls='getter' (the default)")
+
+
 def build(entry: ModelEntry, pretrained: bool = False, **kwargs: Any) -> nn.Module:
     """Build ``entry`` through timm's ``build_model_with_cfg`` (see the module docstring).
 
     ``kwargs`` update the variant's defaults; timm's own options are understood
     (``pretrained_cfg``, ``pretrained_cfg_overlay``, ``features_only``, ``out_indices``,
-    ``feature_cls``); ``global_pool`` and ``num_classes=0`` reach the builder.
+    ``feature_cls``, ``feature_cfg``: its keys over mpbench's defaults, as timm merges
+    them); ``global_pool`` and ``num_classes=0`` reach the builder.
     """
     from timm.models import build_model_with_cfg
 
@@ -256,6 +278,10 @@ def build(entry: ModelEntry, pretrained: bool = False, **kwargs: Any) -> nn.Modu
     elif given is not None:
         cfg.update(given.to_dict())
     features_only = bool(kwargs.get("features_only", False))
+    # timm's wrapper options: the user's keys over mpbench's defaults (timm's getter over
+    # every level), as timm's build_model_with_cfg merges ``out_indices``/``feature_cls``.
+    feature_cfg = {"feature_cls": "getter", "out_indices": None,
+                   **(kwargs.pop("feature_cfg", None) or {})}
     found: dict = {}
 
     def model_fn(**kw: Any) -> nn.Module:
@@ -276,6 +302,9 @@ def build(entry: ModelEntry, pretrained: bool = False, **kwargs: Any) -> nn.Modu
             missing = _missing(model, ("forward_intermediates", "feature_info"))
             if missing:
                 raise _contract_error(entry, "features_only=True", missing)
+            if feature_cfg.get("out_indices") is None:  # every level; only the model knows
+                feature_cfg["out_indices"] = tuple(range(len(model.feature_info)))
+            _check_feature_modules(entry, model, feature_cfg)
         found.update(first_conv=_first_conv(model), classifier=_classifier_name(model))
         if getattr(model, "feature_info", None) and cfg.get("input_size"):
             r = model.feature_info[-1]["reduction"]
@@ -286,7 +315,7 @@ def build(entry: ModelEntry, pretrained: bool = False, **kwargs: Any) -> nn.Modu
 
     model = build_model_with_cfg(
         model_fn, entry.name, pretrained=False, pretrained_cfg=cfg,
-        feature_cfg=dict(feature_cls="getter", out_indices=None), **kwargs)
+        feature_cfg=feature_cfg, **kwargs)
     for key, value in found.items():  # what only the built model knows, unless registered
         if key not in entry.default_cfg and value is not None and (
                 key in model.pretrained_cfg or key in ("pool_size", "num_classes")):

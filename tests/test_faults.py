@@ -283,3 +283,127 @@ def test_stop_signal_checkpoints_mid_epoch_exits_and_resumes(tmp_path, reference
     assert f"resuming after epoch 1 and {state['batch']} batches of epoch 2" in \
         (run0 / "log.txt").read_text()
     _assert_complete_and_equal(out, reference)
+
+
+# --------------------------------------------------------------------------- worker processes
+
+def _children(pid: int) -> list[int]:
+    """Live processes whose parent is ``pid`` (read from /proc: Linux)."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+STREAM_SUITE = """\
+name: stream-kill
+dataset: {{name: imagefolder, root: {root}, loader: stream, crop_size: 16, num_workers: 2}}
+recipe: {{epochs: 2, batch_size: 8, eval_batch_size: 16, lr: 0.05, schedule: cosine, deterministic: true, crop_scale_min: 0.3}}
+seeds: [0]
+models:
+  - {{name: cifar_resnet_tiny, match: false, args: {{width: 4}}}}
+"""
+
+
+def test_sigkilled_trainer_leaves_no_lock_in_its_loader_workers(tmp_path, monkeypatch):
+    """SIGKILL of ``mpbench run`` streaming an image folder with 2 real DataLoader worker
+    processes, mid-epoch: the workers outlive it for a while, and an immediate rerun must
+    still train (not "being trained by another process") and resume from the mid-epoch
+    checkpoint to the metrics of an uninterrupted run."""
+    import os
+    import signal
+    import time
+
+    from test_streaming import write_folder
+
+    root = write_folder(tmp_path / "imgs")  # 4 classes x 8 train images: 4 batches of 8
+    suite = tmp_path / "s.yaml"
+    suite.write_text(STREAM_SUITE.format(root=root))
+    monkeypatch.setenv("MPBENCH_CHECKPOINT_EVERY_BATCHES", "1")
+    ref = _mpbench(_run_args(suite, tmp_path / "ref"))
+    assert ref.returncode == 0, ref.stdout + ref.stderr
+    (ref_dir,) = (tmp_path / "ref" / "runs").iterdir()
+
+    out, marker = tmp_path / "o", tmp_path / "in-batch"
+    # held inside the 6th training batch (epoch 2, batch 2) until the kill
+    proc = python_process(HERE / "signal_inject.py", marker, 6, *_run_args(suite, out),
+                          stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    workers = _children(proc.pid)
+    assert len(workers) >= 2, workers  # the train loader's worker processes
+    # Orphaned workers notice their parent's death within seconds (sooner than a slow
+    # rerun starts); stopped, they outlive it for as long as the rerun takes, with whatever
+    # they inherited still open: the worst case, without timing luck.
+    for w in workers:
+        os.kill(w, signal.SIGSTOP)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=60) == -9  # (not communicate: the workers hold its pipes open)
+    try:
+        assert all(_alive(w) for w in workers)
+        rerun = _mpbench(_run_args(suite, out))
+        assert all(_alive(w) for w in workers)
+    finally:
+        for w in workers:  # orphans of the killed trainer: ours to end
+            if _alive(w):
+                os.kill(w, signal.SIGKILL)
+        proc.communicate(timeout=60)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "being trained by another process" not in rerun.stdout, rerun.stdout
+    (run_dir,) = (out / "runs").iterdir()
+    assert "resuming after epoch 1 and 1 batches of epoch 2" in (run_dir / "log.txt").read_text()
+    keys = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_top1", "skipped_images")
+    got, want = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, ref_dir))
+    assert [[h[k] for k in keys] for h in got] == [[h[k] for k in keys] for h in want]
+    assert json.loads((run_dir / "result.json").read_text())["top1"] == want[-1]["test_top1"]
+
+
+HOLD_AND_DIE = """\
+import multiprocessing, os, signal, sys, time
+from pathlib import Path
+from mpbench.suite.runner import claim
+with claim(Path(sys.argv[1])) as mine:
+    assert mine
+    child = multiprocessing.get_context(sys.argv[2]).Process(target=time.sleep, args=(60,))
+    child.start()
+    print(child.pid, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
+def test_a_claim_dies_with_its_holder_not_with_its_children(tmp_path, method):
+    """Whatever the start method, a child started while a run is claimed does not keep the
+    claim once its parent is SIGKILLed."""
+    import os
+    import signal
+
+    from mpbench.suite.runner import claim, is_claimed
+
+    run_dir = tmp_path / "run"
+    holder = python_process("-c", HOLD_AND_DIE, run_dir, method)
+    child = int(holder.stdout.readline())
+    try:
+        assert holder.wait(timeout=60) == -9
+        assert _alive(child)
+        assert not is_claimed(run_dir)
+        with claim(run_dir) as mine:
+            assert mine
+    finally:
+        os.kill(child, signal.SIGKILL)
+        holder.communicate(timeout=60)

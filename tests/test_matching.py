@@ -399,12 +399,13 @@ def test_match_suite_rows_budgets_outer_models_inner():
         "models": [{"name": "_test_int_net", "label": "net"},
                    {"name": "cifar_resnet20", "match": False}]})
     rows = match_suite(suite)
-    assert [(r.display, r.budget_gmacs) for r in rows] == [
-        ("net", ok), ("cifar_resnet20", ok), ("net", off), ("cifar_resnet20", off)]
+    assert [(r.display, r.budget_gmacs) for r in rows[:2]] == [("net", ok), ("net", off)]
     assert isinstance(rows[0], Match) and rows[0].knob_value == 16
-    assert isinstance(rows[2], BudgetError) and rows[2].closest.label == "net"
-    assert rows[1].knob_value == 20 and rows[1].deviation > 1  # as given, never refused
-    assert all(r.args["num_classes"] == 10 for r in (rows[0], rows[1]))
+    assert isinstance(rows[1], BudgetError) and rows[1].closest.label == "net"
+    # as given: once, after the budgets, with no budget to deviate from (never refused)
+    assert len(rows) == 3 and rows[2].display == "cifar_resnet20" and rows[2].knob_value == 20
+    assert math.isnan(rows[2].budget_gmacs) and math.isnan(rows[2].deviation)
+    assert all(r.args["num_classes"] == 10 for r in (rows[0], rows[2]))
 
 
 def test_cli_flops_suite(tmp_path, capsys):
@@ -423,6 +424,34 @@ def test_cli_flops_suite(tmp_path, capsys):
     assert rows[0]["status"] == "REFUSED" and "cannot meet budget" in rows[0]["error"]
     path.write_text("name: s\ndataset: {name: nope}\nmodels: [{name: x}]\n")
     assert main(["flops", "--suite", str(path)]) == 2
+
+
+def test_cli_flops_suite_lists_as_given_rows_once_in_their_own_section(tmp_path, capsys):
+    """``match: false`` rows are trained once, as given (plan_suite plans them once): never
+    under a budget, never with a deviation from it; every --json row says what it is."""
+    from mpbench.cli import main
+
+    b1, b2 = _w16_gmacs(), round(_w16_gmacs() * 1.01, 6)
+    path = tmp_path / "s.yaml"
+    path.write_text(f"name: s\ndataset: {{name: synthetic, num_classes: 10}}\n"
+                    f"budgets_gmacs: [{b1}, {b2}]\nmodels:\n"
+                    "  - {name: _test_int_net, label: net}\n"
+                    "  - {name: cifar_resnet20, match: false, label: published20}\n")
+    assert main(["flops", "--suite", str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = lines.index("trained as given, not matched:")
+    matched, given = lines[:head], lines[head + 1:]
+    assert sum("net " in line for line in matched) == 2  # once per budget
+    assert not any("published20" in line for line in matched)
+    (row,) = [line for line in given if "published20" in line]
+    # ResNet-20 for 10 classes: 272,474 parameters (He et al. 2016: 0.27M; osmr/imgclsmob)
+    assert "%" not in row and "depth=20" in row and row.endswith("272.5K")
+    assert main(["flops", "--suite", str(path), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert [(r["label"], r["family"], r["match"], r["budget_gmacs"]) for r in rows] == [
+        ("net", "_test", True, b1), ("net", "_test", True, b2),
+        ("published20", "resnet", False, None)]
+    assert rows[-1]["deviation"] is None and rows[-1]["status"] == "OK"
 
 
 def test_cli_flops_suite_shows_the_refusal_on_its_row(tmp_path, capsys):

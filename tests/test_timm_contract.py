@@ -18,6 +18,7 @@ import timm
 import torch
 import torch.nn as nn
 from timm.data import resolve_model_data_config
+from timm.models._features import FeatureGetterNet  # not re-exported by timm.models
 from torch.testing import assert_close
 
 import mpbench  # noqa: F401  (registers the built-in models)
@@ -137,11 +138,22 @@ def test_model_contract(name):
     if not has_contract(model):  # e.g. a plain nn.Sequential plugin: see test_plugin_model
         return
     heads = cfg["classifier"] if isinstance(cfg["classifier"], tuple) else (cfg["classifier"],)
-    assert all(isinstance(model.get_submodule(h), (nn.Linear, nn.Module)) for h in heads)
+    # timm drops '<classifier>.weight'/'.bias' when the classes change: they must exist, and
+    # the named modules must be what computes the logits (an ensemble: its members' heads)
+    state = model.state_dict()
+    for h in heads:
+        assert state[f"{h}.weight"].shape[-2] == state[f"{h}.bias"].shape[-1] == classes, h
+    head_out = {}
+    hooks = [model.get_submodule(h).register_forward_hook(
+        lambda mod, inp, out, h=h: head_out.__setitem__(h, out)) for h in heads]
     assert model.head_hidden_size == model.num_features
     x = example(model)
     with torch.no_grad():
         y = model(x)
+        for hook in hooks:
+            hook.remove()
+        outs = [head_out[h] for h in heads]
+        assert_close(outs[0] if len(outs) == 1 else model.combine_logits(torch.stack(outs)), y)
         final, inter = model.forward_intermediates(x)
         assert y.shape == (2, classes)
         assert_close(model.forward_head(final), y)
@@ -246,6 +258,106 @@ def test_path_conv_is_chosen_outside_forward():
             outs.append(torch.fx.symbolic_trace(model)(x))
         for out in outs[1:]:
             assert_close(out, outs[0])
+
+
+def smallest(name: str) -> dict:
+    """The knob at its smallest value, the family's smallest registered ``depth`` and one
+    block a stage: the same code path (blocks, stages, routes) as the registered variant,
+    at a fraction of its cost (fx tracing grows with depth)."""
+    entry = get_entry(name)
+    args = {}
+    if "depth" in entry.defaults:
+        args["depth"] = min(e.defaults["depth"] for e in list_models(entry.family)
+                            if "depth" in e.defaults)
+    if "layers" in entry.defaults:
+        args["layers"] = (1,) * len(entry.defaults["layers"])
+    knob = entry.knob
+    if knob is None:
+        return args
+    if knob.kind == "choice":
+        return {**args, knob.name: min(knob.values)}
+    if knob.kind == "float":
+        return {**args, knob.name: knob.low}
+    step = knob.step_for(entry.args(**args))
+    return {**args, knob.name: max(step, -(-int(knob.low) // step) * step)}
+
+
+# timm's wrapper of each ``feature_cls`` name (timm.models._builder.build_model_with_cfg).
+# (timm's list/dict wrappers rerun the top-level modules in sequence: they cannot hold a
+# multi-path model, see test_feature_cfg_as_timm_merges_it.)
+FEATURE_CLASSES = {"getter": FeatureGetterNet, "fx": timm.models.FeatureGraphNet,
+                   "hook": timm.models.FeatureHookNet}
+
+
+FEATURE_WRAPPERS = {**FEATURE_CLASSES, "list": timm.models.FeatureListNet,
+                    "dict": timm.models.FeatureDictNet}
+
+
+def feature_maps(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    out = model(x)
+    return list(out.values()) if isinstance(out, dict) else list(out)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_feature_cfg_every_wrapper(name):
+    """``feature_cfg={"feature_cls": ...}`` picks timm's wrapper, as for timm's own models;
+    each gives the stage maps of the plain model (same seed, same weights); its
+    ``out_indices`` are honoured. An ensemble's maps are no module's output: only the
+    getter gives them, and the others fail naming the option."""
+    args = smallest(name)
+    torch.manual_seed(0)
+    plain = timm.create_model(name, **args).eval()
+    if not has_contract(plain):
+        return
+    x = example(plain, batch=1)
+    with torch.no_grad():
+        want = plain.forward_intermediates(x, intermediates_only=True)
+    names = dict(plain.named_modules())
+    computed = any(i["module"] not in names for i in plain.feature_info)
+    assert computed == (get_entry(name).family == "ensemble")
+    for feature_cls, wrapper in FEATURE_CLASSES.items():
+        if computed and feature_cls != "getter":
+            with pytest.raises(TimmContractError, match="feature_cls='getter'"):
+                timm.create_model(name, features_only=True,
+                                  feature_cfg={"feature_cls": feature_cls}, **args)
+            continue
+        torch.manual_seed(0)
+        model = timm.create_model(name, features_only=True,
+                                  feature_cfg={"feature_cls": feature_cls}, **args).eval()
+        assert type(model) is wrapper, feature_cls
+        with torch.no_grad():
+            got = feature_maps(model, x)
+        assert len(got) == len(want) == len(plain.feature_info), feature_cls
+        for g, w in zip(got, want):
+            assert_close(g, w, msg=f"{feature_cls}")
+        assert model.feature_info.channels() == [i["num_chs"] for i in plain.feature_info]
+        torch.manual_seed(0)
+        one = timm.create_model(name, features_only=True, **args, feature_cfg={
+            "feature_cls": feature_cls, "out_indices": (1,)}).eval()
+        with torch.no_grad():
+            assert_close(feature_maps(one, x)[0], want[1])
+        assert len(one.feature_info.channels()) == 1
+
+
+def test_feature_cfg_as_timm_merges_it():
+    """The same ``feature_cfg`` that timm's resnet18 takes; keyword ``out_indices`` and
+    ``feature_cls`` still win over it, as in timm's build_model_with_cfg."""
+    cfg = {"feature_cls": "hook", "out_indices": (1, 2)}
+    theirs = timm.create_model("resnet18", features_only=True, feature_cfg=dict(cfg))
+    ours = timm.create_model("cifar_resnet_tiny", features_only=True, feature_cfg=dict(cfg))
+    assert type(ours) is type(theirs) is timm.models.FeatureHookNet
+    assert theirs.feature_info.out_indices == ours.feature_info.out_indices == (1, 2)
+    assert ours.feature_info.channels() == [16, 32]  # cifar_resnet_tiny: widths 8, 16, 32
+    kw = timm.create_model("cifar_resnet_tiny", features_only=True, out_indices=(0,),
+                           feature_cls="fx", feature_cfg=dict(cfg))
+    assert type(kw) is timm.models.FeatureGraphNet and kw.feature_info.channels() == [8]
+    x = example(kw, batch=1)
+    for feature_cls in ("list", "dict"):  # a sequential forward: flattened stages
+        model = timm.create_model("cifar_resnet_tiny", features_only=True, feature_cfg=dict(
+            feature_cls=feature_cls, flatten_sequential=True)).eval()
+        assert type(model) is FEATURE_WRAPPERS[feature_cls]
+        with torch.no_grad():
+            assert [m.shape[1] for m in feature_maps(model, x)] == [8, 16, 32]
 
 
 @pytest.mark.slow

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import math
 import sys
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from mpbench.errors import UserError
 
@@ -157,43 +158,94 @@ def run_suite(args) -> int:
     input_size, classes = suite_geometry(suite, args.data_root, args.classes, source=args.suite)
     rows = match_suite(suite, data_root=args.data_root, num_classes=args.classes)
     refused = [r for r in rows if isinstance(r, BudgetError)]
+    matched = {s.display for s in suite.models if s.match and suite.budgets_gmacs}
 
     if args.json:
-        out = []
-        for r in rows:
-            m = r.closest if isinstance(r, BudgetError) else r
-            item = {"model": r.display, "budget_gmacs": r.budget_gmacs,
-                    "status": "REFUSED" if isinstance(r, BudgetError) else "OK"}
-            item.update({k: v for k, v in (m.as_dict() if m else {}).items()
-                         if k not in ("budget_gmacs", "label")})
-            if isinstance(r, BudgetError):
-                item["error"] = str(r)
-                item["reason"] = r.reason
-            out.append(item)
         print(json.dumps({"suite": suite.name, "tolerance": suite.tolerance,
                           "input_size": list(input_size), "num_classes": classes,
-                          "rows": out}, indent=2, default=str))
+                          "rows": [json_row(r, r.display in matched) for r in rows]},
+                         indent=2, default=str))
         return 1 if refused else 0
-
-    from mpbench.complexity import format_params
 
     size = "x".join(map(str, input_size))
     print(f"suite {suite.name}: {suite.dataset.name}, {classes} classes, input {size}, "
           f"tolerance ±{suite.tolerance:.0%} (fvcore MACs, batch 1, eval mode)")
-    table = []
-    for r in rows:
-        m = r.closest if isinstance(r, BudgetError) else r
-        budget = "-" if math.isnan(r.budget_gmacs) else f"{r.budget_gmacs:g}"
-        knob = f"{m.knob}={m.knob_text}" if m and m.knob else "-"
-        dev = "-" if m is None or math.isnan(m.deviation) else f"{m.deviation:+.1%}"
-        table.append([r.display, budget, knob, f"{m.gmacs:.4f}" if m else "-", dev,
-                      format_params(m.params) if m else "-",
-                      f"REFUSED ({r.reason})" if isinstance(r, BudgetError) else "OK"])
-    print(format_table(["model", "budget", "knob", "GMACs", "deviation", "params", "status"],
-                       table, align="lrlrrrl"))
+    budget_rows = [r for r in rows if r.display in matched]
+    given_rows = [r for r in rows if r.display not in matched]
+    if budget_rows:
+        print(table_of(budget_rows, SUITE_COLUMNS))
+    if given_rows:
+        if budget_rows:
+            print()
+        print("trained as given, not matched:")
+        print(table_of(given_rows, [c for c in SUITE_COLUMNS if not c.matched_only]))
     for r in refused:
         print(f"refused: {r}", file=sys.stderr)
     return 1 if refused else 0
+
+
+def json_row(r, match: bool) -> dict:
+    """One --json row: the measurement, and what the row is (``label``, ``family``,
+    ``match``: matched to its budget, or trained as given with ``budget_gmacs`` null)."""
+    from mpbench.complexity.matching import BudgetError
+    from mpbench.registry import get_entry
+
+    m = r.closest if isinstance(r, BudgetError) else r
+    item = {"model": r.display, "label": r.display, "family": get_entry(r.name).family,
+            "match": match, "budget_gmacs": None if math.isnan(r.budget_gmacs) else r.budget_gmacs,
+            "status": "REFUSED" if isinstance(r, BudgetError) else "OK"}
+    item.update({k: v for k, v in (m.as_dict() if m else {}).items()
+                 if k not in ("budget_gmacs", "label")})
+    if isinstance(r, BudgetError):
+        item["error"] = str(r)
+        item["reason"] = r.reason
+    return item
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of the suite table: ``cell(row, match)`` gives its text, where ``match`` is
+    the row's :class:`Match` (a refused row's closest; None if it has none).
+    ``matched_only``: left out of the as-given section (no budget to compare with)."""
+
+    header: str
+    align: str  # "l" or "r"
+    cell: Callable[[Any, Any], str]
+    matched_only: bool = False
+
+
+def _status(r, m) -> str:
+    from mpbench.complexity.matching import BudgetError
+
+    return f"REFUSED ({r.reason})" if isinstance(r, BudgetError) else "OK"
+
+
+def _params(r, m) -> str:
+    from mpbench.complexity import format_params
+
+    return format_params(m.params) if m else "-"
+
+
+SUITE_COLUMNS = [
+    Column("model", "l", lambda r, m: r.display),
+    Column("budget", "r", lambda r, m: f"{r.budget_gmacs:g}", matched_only=True),
+    Column("knob", "l", lambda r, m: f"{m.knob}={m.knob_text}" if m and m.knob else "-"),
+    Column("GMACs", "r", lambda r, m: f"{m.gmacs:.4f}" if m else "-"),
+    Column("deviation", "r", lambda r, m: "-" if m is None or math.isnan(m.deviation)
+           else f"{m.deviation:+.1%}", matched_only=True),
+    Column("params", "r", _params),
+    Column("status", "l", _status, matched_only=True),
+]
+
+
+def table_of(rows: list, columns: list[Column]) -> str:
+    from mpbench.complexity.matching import BudgetError
+
+    cells = []
+    for r in rows:
+        m = r.closest if isinstance(r, BudgetError) else r
+        cells.append([c.cell(r, m) for c in columns])
+    return format_table([c.header for c in columns], cells, "".join(c.align for c in columns))
 
 
 def format_table(header: list[str], rows: list[list[str]], align: str) -> str:

@@ -608,21 +608,22 @@ def _image_folder_info(ds, data_root, where: str,
 
 def match_suite(suite, *, data_root: str | Path | None = None,
                 num_classes: int | None = None) -> list[Match | BudgetError]:
-    """Every (budget, model) pair of a suite, matched; budgets outer, models in suite order.
+    """Every (budget, model) pair of a suite, matched; budgets outer, models in suite order;
+    then the models trained as given, once each (as :func:`mpbench.suite.plan.plan_suite`
+    plans them), without a budget.
 
     Each item is a :class:`Match` or the :class:`BudgetError` that refuses it; both carry the
     model's ``label``. Models with ``match: false``, and every model of a suite without
-    budgets, are measured as given (never refused). Errors that are not about the budget
-    (unknown model, uncountable operator, bad data set) are raised.
+    budgets, are measured as given (never refused; ``budget_gmacs`` NaN). Errors that are not
+    about the budget (unknown model, uncountable operator, bad data set) are raised.
     """
     input_size, classes = suite_geometry(suite, data_root, num_classes)
     geometry = dict(input_size=input_size, num_classes=classes)
     rows: list[Match | BudgetError] = []
-    for budget in suite.budgets_gmacs or (None,):
+    for budget in suite.budgets_gmacs or ():
         for spec in suite.models:
             label = spec.label
-            if budget is None or not spec.match:
-                rows.append(describe(spec.name, spec.args, budget, label=label, **geometry))
+            if not spec.match:
                 continue
             try:
                 m = match_budget(spec.name, budget, spec.args, tolerance=suite.tolerance,
@@ -633,4 +634,7 @@ def match_suite(suite, *, data_root: str | Path | None = None,
                 if exc.closest is not None:
                     exc.closest = replace(exc.closest, label=label)
                 rows.append(exc)
+    for spec in suite.models:
+        if not (spec.match and suite.budgets_gmacs):
+            rows.append(describe(spec.name, spec.args, None, label=spec.label, **geometry))
     return rows

@@ -16,7 +16,11 @@ Layout of ``--out`` (default ``runs/<suite name>``)::
 
 A run is claimed with a non-blocking ``flock`` on its ``.lock``: the kernel drops it when the
 holder dies, so a crashed worker never blocks a run, and several ``mpbench run`` processes
-on one output directory share the work.
+on one output directory share the work. Only the claiming process holds it: a flock belongs
+to the open file, which every forked child (a DataLoader worker) would share and keep past
+the trainer's death, so each child closes its copies right after the fork (exec'd children,
+as with the spawn and forkserver start methods, never get them: Python opens fds
+non-inheritable).
 """
 from __future__ import annotations
 
@@ -96,12 +100,42 @@ def check_existing(plans: list[RunPlan], suite: Suite, out: Path, source: str) -
                 f"{changed}; use another --out (or delete that run) to train the new config")
 
 
+# Lock fds this process opened (fd -> pid that opened it): a forked child closes its copies
+# at once, so that a lock dies with the process that took it, never with its last child.
+_LOCK_FDS: dict[int, int] = {}
+
+
+def _close_inherited_locks() -> None:
+    for fd in list(_LOCK_FDS):
+        try:
+            os.close(fd)  # the child's copy only: the parent's lock stands
+        except OSError:
+            pass
+    _LOCK_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+@contextmanager
+def _lock_fd(path: Path) -> Iterator[int]:
+    """``path`` opened for locking; closed (dropping its flock) on exit, in this process
+    only: a forked child that unwinds the same stack neither unlocks nor closes it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    _LOCK_FDS[fd] = os.getpid()
+    try:
+        yield fd
+    finally:
+        if _LOCK_FDS.get(fd) == os.getpid():
+            del _LOCK_FDS[fd]
+            os.close(fd)
+
+
 @contextmanager
 def claim(run_dir: Path) -> Iterator[bool]:
     """Try to own a run; yields False if another live process holds it."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    with _lock_fd(run_dir / ".lock") as fd:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -109,12 +143,12 @@ def claim(run_dir: Path) -> Iterator[bool]:
             return
         os.ftruncate(fd, 0)
         os.write(fd, f"{socket.gethostname()} {os.getpid()}\n".encode())
+        owner = os.getpid()
         try:
             yield True
         finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+            if os.getpid() == owner:  # (closing drops it too, where no copy is left open)
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 @contextmanager
@@ -124,13 +158,10 @@ def output_lock(out: Path) -> Iterator[None]:
     last reader of the result files, so no finished run is missing from it, and it lets the
     holder clear temp files that a killed writer left behind."""
     out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
+    with _lock_fd(out / ".lock") as fd:  # closing drops the flock
         fcntl.flock(fd, fcntl.LOCK_EX)
         remove_stale_temps(out)
         yield
-    finally:
-        os.close(fd)  # closing drops the flock
 
 
 def is_claimed(run_dir: Path) -> bool:
