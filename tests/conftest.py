@@ -21,6 +21,20 @@ def python_process(*argv, **popen_kw) -> subprocess.Popen:
     kw = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) | popen_kw
     return subprocess.Popen([sys.executable, *map(str, argv)], env=env, **kw)
 
+def child_pids(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid``, read from /proc (Linux): a
+    trainer's DataLoader workers, submitit's task under its controller."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            kids.append(int(stat.parent.name))
+    return kids
+
+
 # Two cores are shared by the test process and any subprocess it starts.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -15,7 +15,7 @@ from mpbench.cli import main
 from mpbench.storage import atomic_write_bytes
 from mpbench.training.trainer import load_checkpoint
 
-from conftest import python_process
+from conftest import child_pids, python_process
 
 HERE = Path(__file__).parent
 RUN_IDS = ["cifar_resnet_tiny-s0", "cifar_resnet_tiny-s1"]
@@ -39,6 +39,20 @@ def _mpbench(args, fault=None) -> subprocess.CompletedProcess:
 
 def _run_args(suite: Path, out: Path) -> list[str]:
     return ["run", str(suite), "--out", str(out), "--no-progress"]
+
+
+def _start_held_in_batch(marker: Path, batch: int, suite: Path, out: Path) -> subprocess.Popen:
+    """``mpbench run`` in a fresh process, returned once it is held inside training batch
+    ``batch`` (tests/signal_inject.py writes ``marker`` there and waits for ``marker.sent``)."""
+    import time
+
+    proc = python_process(HERE / "signal_inject.py", marker, batch, *_run_args(suite, out),
+                          stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.02)
+    return proc
 
 
 @pytest.fixture(scope="module")
@@ -249,17 +263,11 @@ def test_sigkill_after_mid_epoch_checkpoint_resumes_at_the_next_batch(
 def test_stop_signal_checkpoints_mid_epoch_exits_and_resumes(tmp_path, reference, signame):
     import os
     import signal
-    import time
 
     suite, out, marker = tmp_path / "s.yaml", tmp_path / "o", tmp_path / "in-batch"
     suite.write_text(SUITE)
     # held inside the 12th training batch (in epoch 2) of the first run until the signal is sent
-    proc = python_process(HERE / "signal_inject.py", marker, 12, *_run_args(suite, out),
-                          stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not marker.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.02)
+    proc = _start_held_in_batch(marker, 12, suite, out)
     sig = getattr(signal, signame)
     os.kill(proc.pid, sig)
     (tmp_path / "in-batch.sent").write_text("")
@@ -287,19 +295,6 @@ def test_stop_signal_checkpoints_mid_epoch_exits_and_resumes(tmp_path, reference
 
 # --------------------------------------------------------------------------- worker processes
 
-def _children(pid: int) -> list[int]:
-    """Live processes whose parent is ``pid`` (read from /proc: Linux)."""
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            kids.append(int(stat.parent.name))
-    return kids
-
-
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -325,7 +320,6 @@ def test_sigkilled_trainer_leaves_no_lock_in_its_loader_workers(tmp_path, monkey
     checkpoint to the metrics of an uninterrupted run."""
     import os
     import signal
-    import time
 
     from test_streaming import write_folder
 
@@ -339,13 +333,8 @@ def test_sigkilled_trainer_leaves_no_lock_in_its_loader_workers(tmp_path, monkey
 
     out, marker = tmp_path / "o", tmp_path / "in-batch"
     # held inside the 6th training batch (epoch 2, batch 2) until the kill
-    proc = python_process(HERE / "signal_inject.py", marker, 6, *_run_args(suite, out),
-                          stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not marker.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.02)
-    workers = _children(proc.pid)
+    proc = _start_held_in_batch(marker, 6, suite, out)
+    workers = child_pids(proc.pid)
     assert len(workers) >= 2, workers  # the train loader's worker processes
     # Orphaned workers notice their parent's death within seconds (sooner than a slow
     # rerun starts); stopped, they outlive it for as long as the rerun takes, with whatever

@@ -23,7 +23,7 @@ from mpbench.suite.launch import RunJob, SlurmOptions, parse_mem_gb, parse_time_
 from mpbench.suite.plan import plan_suite
 from mpbench.suite.runner import suite_status
 
-from conftest import TINY_SUITE
+from conftest import TINY_SUITE, child_pids
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +99,7 @@ def test_preempted_job_is_requeued_and_killed_job_resubmitted_both_resume(tmp_pa
     _wait_for_epoch(run_dir, 1, job)
     assert suite_status(out)[0]["state"] == "running"
     # what SLURM (and submitit's local controller near its time limit) sends the job's task
-    (task,) = _children(int(job.job_id))  # the local "job id" is the controller's pid
+    (task,) = child_pids(int(job.job_id))  # the local "job id" is the controller's pid
     os.kill(task, signal.SIGUSR2)
     res = job.result()  # the requeued job's result
     assert res["result"]["status"] == "done" and res["result"]["epochs"] == 3
@@ -113,7 +113,7 @@ def test_preempted_job_is_requeued_and_killed_job_resubmitted_both_resume(tmp_pa
     (run_dir / "log.txt").write_text("")
     (job,) = submit_suite(suite, plans, out, options, source=str(path), echo=lambda m: None)
     _wait_for_epoch(run_dir, 1, job)
-    for pid in (*_children(int(job.job_id)), int(job.job_id)):  # task first, then controller
+    for pid in (*child_pids(int(job.job_id)), int(job.job_id)):  # task first, then controller
         os.kill(pid, signal.SIGKILL)
     deadline = time.time() + 30
     while suite_status(out)[0]["state"] == "running" and time.time() < deadline:
@@ -125,19 +125,6 @@ def test_preempted_job_is_requeued_and_killed_job_resubmitted_both_resume(tmp_pa
     assert log.count("resuming after epoch") == 1 and log.count("epoch 3/3") == 1, log
     rows = pd.read_csv(out / "results.csv")
     assert len(rows) == 1 and rows.status[0] == "done" and rows.epochs[0] == 3
-
-
-def _children(pid: int) -> list[int]:
-    """Processes started by ``pid`` (the submitit controller's task), from /proc."""
-    kids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            kids.append(int(stat.parent.name))
-    return kids
 
 
 def test_run_job_is_picklable_and_checkpoints_itself(tmp_path):
