@@ -176,6 +176,98 @@ class Recipe(_Strict):
         return self
 
 
+class SearchRange(_Strict):
+    """A numeric range of a tuned recipe field (int or float as the field is)."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0 (got {self.low:g})")
+        return self
+
+
+#: recipe fields a study may not vary: the schedule length is tune.epochs, and these change
+#: what is measured or how it is stored rather than how well a model trains
+UNTUNABLE = ("epochs", "eval_every", "test_every", "checkpoint_every_min", "max_retries",
+             "deterministic", "eval_batch_size")
+
+
+class TuneConfig(_Strict):
+    """``tune:``: the same hyperparameter search, with the same budget, for every model x
+    budget of a suite (mpbench.suite.tune); trials are selected on the validation split."""
+
+    trials: int = Field(16, ge=1)          # per model x budget, equal for every row
+    epochs: int | None = Field(None, ge=1)  # the trials' schedule (default: recipe.epochs)
+    seed: int = Field(0, ge=0)             # the seed every trial trains with
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: Literal["none", "median", "hyperband"] = "none"
+    # None: SQLite in the output directory; a database URL (postgresql://...) or journal:PATH
+    storage: str | None = None
+    # recipe field -> {low, high, log} (a range) or a list of values (a categorical choice)
+    space: dict[str, Any]
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, v):
+        if not v:
+            raise ValueError("give at least one recipe field to tune")
+        v = dict(v)
+        for name, dom in v.items():
+            if isinstance(dom, dict):
+                try:
+                    v[name] = dom = SearchRange.model_validate(dom)
+                except ValidationError as exc:
+                    err = exc.errors()[0]
+                    where = ".".join([name, *map(str, err["loc"])])
+                    msg = ("unknown key" if err["type"] == "extra_forbidden"
+                           else err["msg"].removeprefix("Value error, "))
+                    raise FieldValueError(where, msg) from None
+            elif not isinstance(dom, list):
+                raise FieldValueError(name, "give a range {low, high, log} or a list of values")
+            if name not in Recipe.model_fields:
+                close = difflib.get_close_matches(name, list(Recipe.model_fields), n=3)
+                hint = f" (did you mean {', '.join(close)}?)" if close else ""
+                raise FieldValueError(name, f"not a recipe field{hint}")
+            if name in UNTUNABLE:
+                raise FieldValueError(name, "cannot be tuned (tune.epochs sets the trials' "
+                                      "schedule)" if name == "epochs" else "cannot be tuned")
+            if isinstance(dom, list) and (not dom or len(set(map(repr, dom))) != len(dom)):
+                raise FieldValueError(name, "a categorical choice needs distinct values")
+            if isinstance(dom, SearchRange) and Recipe.model_fields[name].annotation is int \
+                    and not (dom.low.is_integer() and dom.high.is_integer()):
+                raise FieldValueError(name, "an integer field needs integer low and high")
+        return v
+
+    @model_validator(mode="after")
+    def _grid_is_categorical(self):
+        if self.sampler == "grid":
+            ranges = [k for k, d in self.space.items() if not isinstance(d, list)]
+            if ranges:
+                raise FieldValueError("space", f"sampler: grid needs lists of values, not "
+                                      f"ranges ({', '.join(ranges)})")
+            points = 1
+            for d in self.space.values():
+                points *= len(d)
+            if self.trials > points:
+                raise FieldValueError("trials", f"{self.trials} is more than the grid's "
+                                      f"{points} points")
+        return self
+
+    def values_to_check(self, name: str) -> list:
+        """The values of ``name`` a trial can take at the ends of its domain."""
+        dom = self.space[name]
+        if isinstance(dom, list):
+            return dom
+        cast = int if Recipe.model_fields[name].annotation is int else float
+        return [cast(dom.low), cast(dom.high)]
+
+
 class PublishedReference(_Strict):
     """A published top-1 for exactly this configuration and recipe, with where it comes from."""
 
@@ -237,13 +329,33 @@ class Suite(_Strict):
     significance_level: float = Field(0.05, gt=0, lt=1)
     # multiple-test correction over each budget's comparisons (k - 1 rows against one)
     significance_correction: Literal["holm", "none"] = "holm"
+    # tune every model x budget with the same search before its final runs (docs/tuning.md)
+    tune: TuneConfig | None = None
 
     @model_serializer(mode="wrap")
     def _omit_unset_report_fields(self, handler):
         # report-only fields at their defaults are left out, so suite.json of runs made before
         # they existed stays the same
         return _drop_defaults(handler(self), {"reference": None, "significance_level": 0.05,
-                                              "significance_correction": "holm"})
+                                              "significance_correction": "holm",
+                                              "tune": None})
+
+    @model_validator(mode="after")
+    def _tune_fits_the_suite(self):
+        if self.tune is None:
+            return self
+        if self.dataset.val_split is None:
+            raise FieldValueError("tune", "needs dataset.val_split: trials are selected on "
+                                  "the validation split, never on the test set")
+        base = self.recipe.model_dump()
+        for name in self.tune.space:
+            for value in self.tune.values_to_check(name):
+                try:
+                    Recipe.model_validate({**base, name: value})
+                except ValidationError as exc:
+                    msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                    raise FieldValueError(f"tune.space.{name}", f"{value!r}: {msg}") from None
+        return self
 
     @field_validator("reference")
     @classmethod
