@@ -43,7 +43,12 @@ def run(args) -> int:
     resolve_device(args.device)  # fail on a bad --device before planning
     plans = plan_suite(suite, args.suite, args.data_root)
     out = Path(args.out or Path("runs") / suite.name)
-    check_existing(plans, suite, out, args.suite)
+    if suite.tune is None:  # a tuned suite's final runs are checked with their tuned values
+        check_existing(plans, suite, out, args.suite)
+    elif args.launcher == "slurm":
+        from mpbench.config import SuiteError
+        raise SuiteError(f"{args.suite}: tune: --launcher slurm does not run tuning trials; "
+                         f"start `mpbench run` workers instead (docs/tuning.md)")
     if args.dry_run:
         print(f"{len(plans)} runs for suite {suite.name} -> {out}")
         print(f"{'run_id':<40} {'model':<28} {'budget':>7} {'GMACs':>8} {'dev':>7} {'params':>9}  knob")
@@ -53,11 +58,19 @@ def run(args) -> int:
             knob = f"{p.knob}={p.knob_value}" if p.knob else "-"
             print(f"{p.run_id:<40} {p.model:<28} {budget:>7} {p.gmacs:>8.4f} {dev:>7} "
                   f"{p.params / 1e6:>8.3f}M  {knob}")
+        if suite.tune is not None:
+            from mpbench.suite.tuned import train_image_count, trial_plan_text
+            print(trial_plan_text(suite, plans, out, train_image_count(suite)))
         return 0
     if args.launcher == "slurm":
         return _submit(args, suite, plans, out)
-    counts = run_suite(suite, plans, out, data_root=args.data_root, device=args.device,
-                       progress=False if args.no_progress else None, source=args.suite)
+    if suite.tune is not None:  # trials first, then each finished study's final runs
+        from mpbench.suite.tuned import tune_suite
+        counts = tune_suite(suite, plans, out, data_root=args.data_root, device=args.device,
+                            progress=False if args.no_progress else None, source=args.suite)
+    else:
+        counts = run_suite(suite, plans, out, data_root=args.data_root, device=args.device,
+                           progress=False if args.no_progress else None, source=args.suite)
     from mpbench.training.distributed import is_main, teardown
     main_rank = is_main()
     teardown()  # under torchrun: leave the process group cleanly

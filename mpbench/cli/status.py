@@ -24,9 +24,15 @@ def run(args) -> int:
         from mpbench.config import load_suite
         target = Path(args.out or Path("runs") / load_suite(target).name)
     rows = suite_status(target)
+    from mpbench.suite.tuned import tune_status
+    studies = tune_status(target)  # a suite with tune: trials per model x budget
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"runs": rows, "tuning": studies} if studies else rows, indent=2))
         return 0
+    for s in studies:
+        best = f"{s['best_val_top1']:.2f}" if s["best_val_top1"] is not None else "-"
+        print(f"tune {s['study']:<35} trials done {s['done']:>3}/{s['trials']} (pruned "
+              f"{s['pruned']}), running {s['running']}, pending {s['pending']}  best val top1 {best}")
     for r in rows:
         top1 = f"{r['top1']:.2f}" if r["top1"] is not None else "-"
         print(f"{r['run_id']:<40} {r['state']:<9} epoch {r['epoch'] or 0:>4}  top1 {top1}")

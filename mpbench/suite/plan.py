@@ -10,7 +10,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mpbench.config import Suite, SuiteError
+from mpbench.config import Recipe, Suite, SuiteError
 from mpbench.errors import UserError
 
 
@@ -29,9 +29,23 @@ class RunPlan:
     knob: str | None
     knob_value: Any
     deviation: float | None  # (gmacs - budget) / budget
+    # a tuned suite's final run (mpbench.suite.tune): {"values": the best trial's recipe
+    # values, "trials", "best_val_top1", "cost_s"}; None for every other run
+    tune: dict | None = None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        out = asdict(self)
+        if out["tune"] is None:  # plan.json of untuned suites stays as it was
+            del out["tune"]
+        return out
+
+
+def suite_for(suite: Suite, plan: RunPlan) -> Suite:
+    """The suite a plan trains with: a tuned final run's recipe carries its chosen values."""
+    if not plan.tune:
+        return suite
+    recipe = Recipe.model_validate({**suite.recipe.model_dump(), **plan.tune["values"]})
+    return suite.model_copy(update={"recipe": recipe})
 
 
 def slug(text: str) -> str:

@@ -39,7 +39,7 @@ import torch
 
 from mpbench.config import Suite, SuiteError
 from mpbench.plugins import load_run_plugins
-from mpbench.suite.plan import RunPlan
+from mpbench.suite.plan import RunPlan, suite_for
 from mpbench.storage import (atomic_write_json, atomic_write_text, is_disk_full, read_json,
                              remove_stale_temps)
 
@@ -49,6 +49,7 @@ RESULT_COLUMNS = [
     "train_images", "val_images", "test_images", "test_evals", "test_curve", "train_time_s",
     "img_per_s", "speed_train_img_s", "speed_infer_img_s", "speed_batch_size", "speed_device",
     "status", "dataset", "device", "finished_at",
+    "tuned", "tune_trials", "tune_best_val_top1", "tune_cost_s",
 ]
 #: the longest a run's own speed measurement may take, and its share of the run's training time
 SPEED_MAX_S = 3.0
@@ -63,6 +64,7 @@ def run_config(plan: RunPlan, suite: Suite, source: str | None = None) -> dict:
     from mpbench import __version__
     from mpbench.suite.starts import init_config, spec_for
 
+    suite = suite_for(suite, plan)  # a tuned final run: the recipe with its chosen values
     return {**plan.as_dict(), **init_config(spec_for(suite, plan)),
             "dataset": suite.dataset.model_dump(),
             "recipe": suite.recipe.model_dump(mode="json"), "plugins": list(suite.plugins),
@@ -214,6 +216,11 @@ def result_row(config: dict, status: str, history: list[dict], train_time_s: flo
         test_evals=len(tests), test_curve=len(tests) > 1, train_time_s=train_time_s,
         img_per_s=sorted(speeds)[len(speeds) // 2] if speeds else None, status=status,
         device=device, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    if config.get("tune"):  # a tuned suite's final run (mpbench.suite.tune)
+        tune = config["tune"]
+        row.update(tuned=json.dumps(tune["values"], sort_keys=True),
+                   tune_trials=tune["trials"], tune_best_val_top1=tune["best_val_top1"],
+                   tune_cost_s=tune["cost_s"])
     if error:
         row["error"] = error
     return row
@@ -231,6 +238,7 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
     from mpbench.suite.starts import init_result_fields, init_run, spec_for
     from mpbench.training.callbacks import recipe_callbacks
 
+    suite = suite_for(suite, plan)  # a tuned final run trains with its chosen values
     config = run_config(plan, suite, source)
     spec = spec_for(suite, plan)
     if is_main() and not (run_dir / "config.json").exists():

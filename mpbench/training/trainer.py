@@ -173,7 +173,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
           device: str | torch.device = "cpu", checkpoint: str | Path | None = None,
           resume: dict | None = None, on_epoch: Callable[[dict], None] | None = None,
           progress: bool | None = None, desc: str = "train",
-          callbacks: Sequence = ()) -> TrainResult:
+          callbacks: Sequence = (), evaluate_test: bool = True) -> TrainResult:
     """Train ``model`` for ``recipe.epochs`` epochs, checkpointing after each epoch.
 
     ``resume`` is a loaded checkpoint (see :func:`load_checkpoint`); training continues at
@@ -181,7 +181,8 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
     metrics (the runner writes them to disk). ``callbacks`` (see
     :mod:`mpbench.training.callbacks`) carry everything beyond plain training, e.g. a
     fine-tuning start's frozen-backbone epochs or input resizing: this loop only calls their
-    ``on_loaders`` and ``on_epoch_start`` hooks.
+    ``on_loaders`` and ``on_epoch_start`` hooks. ``evaluate_test=False`` never evaluates
+    the test set (tuning trials, selected on the validation split).
     """
     from tqdm import tqdm
 
@@ -287,6 +288,7 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
         t1 = time.perf_counter()
         loss_sum, correct, seen = ddp.end_of_epoch(model, loss_sum, correct, seen)  # global
         do_val, do_test = evaluates(recipe, epoch + 1, val_loader is not None)
+        do_test = do_test and evaluate_test
         metrics = {**(evaluate(model, test_loader, autocast) if do_test else not_evaluated("test")),
                    **(evaluate(model, val_loader, autocast, "val") if do_val
                       else not_evaluated("val"))}
