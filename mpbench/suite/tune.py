@@ -82,6 +82,14 @@ def distributions(suite: Suite) -> dict:
     return out
 
 
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid sampler without its ``study.stop()`` once the grid is covered (that
+    works inside ``study.optimize`` only): here ``tune.trials`` ends the study."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
 def make_sampler(suite: Suite, trial_number: int) -> optuna.samplers.BaseSampler:
     """A sampler seeded by (tune.seed, the trial's number): whichever worker asks trial n,
     it draws from the same generator, so a suite gives the same trials (given the same
@@ -91,7 +99,8 @@ def make_sampler(suite: Suite, trial_number: int) -> optuna.samplers.BaseSampler
     if tune.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if tune.sampler == "grid":
-        return optuna.samplers.GridSampler(dict(tune.space), seed=seed)
+        # one seed for all: the grid's order is shuffled by it, and trial n takes point n
+        return AskTellGridSampler(dict(tune.space), seed=tune.seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, tune.trials // 3)),
                                       constant_liar=True)
 
@@ -123,16 +132,26 @@ def open_storage(suite: Suite, out: Path) -> optuna.storages.BaseStorage:
             path.parent.mkdir(parents=True, exist_ok=True)
             _STORAGES[url] = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         else:
-            kwargs = {}
+            kwargs, rdb_url = {}, with_driver(url)
             if url.startswith("sqlite:"):  # several workers: wait for a writer, do not fail
                 (out / "tune").mkdir(parents=True, exist_ok=True)
                 kwargs = {"connect_args": {"timeout": 120}}
             try:
-                _STORAGES[url] = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+                _STORAGES[url] = optuna.storages.RDBStorage(rdb_url, engine_kwargs=kwargs)
             except Exception as exc:  # bad URL, missing driver, unreachable server
                 raise SuiteError(f"tune.storage: cannot open {url.split('@')[-1]}: "
                                  f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
     return _STORAGES[url]
+
+
+def with_driver(url: str) -> str:
+    """``postgresql://`` with the driver that is installed: SQLAlchemy 2.1 assumes psycopg 3,
+    mpbench's ``postgres`` extra installs psycopg2 (binary wheels everywhere)."""
+    import importlib.util
+    if (url.startswith("postgresql://") and importlib.util.find_spec("psycopg") is None
+            and importlib.util.find_spec("psycopg2") is not None):
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
 
 
 @contextmanager
