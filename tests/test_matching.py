@@ -468,3 +468,19 @@ def test_cli_flops_suite_shows_the_refusal_on_its_row(tmp_path, capsys):
     assert "base_width=1." in rows["cifar_resnext29_8x64d"]
     assert rows["cifar_resnet56"].endswith("OK") and "(width " in rows["cifar_resnet56"]
     assert captured.err.count("refused:") == 1 and len(captured.err.splitlines()) == 1
+
+
+def test_plan_suite_matches_with_the_suites_tolerance():
+    """A budget 6% above width 16's MACs: refused at the default ±2%, planned at width 16
+    with the suite's ±7% (planted: plan_suite passing no tolerance makes this fail)."""
+    from mpbench.suite.plan import plan_suite
+
+    w16 = complexity.count_model("_test_int_net", {"width": 16}, input_size=(3, 32, 32),
+                                 num_classes=10).gmacs
+    doc = {"name": "tol", "dataset": {"name": "synthetic", "num_classes": 10},
+           "recipe": {"epochs": 1}, "seeds": [0], "budgets_gmacs": [w16 * 1.06],
+           "models": [{"name": "_test_int_net"}]}
+    with pytest.raises(SuiteError, match="budgets_gmacs"):
+        plan_suite(parse_suite(doc, "tol.yaml"), "tol.yaml")
+    (plan,) = plan_suite(parse_suite({**doc, "tolerance": 0.07}, "tol.yaml"), "tol.yaml")
+    assert plan.knob_value == 16 and plan.deviation == pytest.approx(-0.06 / 1.06, abs=1e-6)
