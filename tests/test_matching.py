@@ -19,17 +19,19 @@ from mpbench.registry import Knob, get_entry, list_families, list_models
 # one fvcore trace of the answer, which grows with depth (and paths, and members).
 PREFERRED = ("cifar_resnet18", "cifar_se_resnet20", "cifar_skresnet20", "cifar_wrn16_4",
              "cifar_resnext29_8x8d_w16", "cifar_resnest29_2s1x24d_w16",
-             "cifar_res2net29_16wx4s_w16", "ensemble_resnet20_x3", "mp_resnet20_p4_fdcc")
+             "cifar_res2net29_16wx4s_w16", "ensemble_resnet20_x3", "mp_resnet20_p4_fdcc",
+             "cifar_resnet20")
 
 
 def representatives() -> list[str]:
-    """One CIFAR-shaped model per family whose knob is a width (int/float). Tiny variants are
+    """One CIFAR-shaped model per family with a knob: a width (int/float) or a depth (the
+    deepening ResNet: the nearest depth, then a width adjustment into tolerance). Tiny variants are
     left out: they exist for smoke runs, with deliberately coarse knobs. The ImageNet-shaped
     families (224 px, budgets of GMACs) are matched in tests/test_imagenet_models.py."""
     names = []
     for family in list_families():
         entries = [e for e in list_models(family)
-                   if e.knob and e.knob.kind != "choice" and "tiny" not in e.name
+                   if e.knob and "tiny" not in e.name
                    and not e.family.startswith("_")
                    and tuple(e.default_cfg.get("input_size", e.input_size or (3, 32, 32)))[-2:]
                    == (32, 32)]
