@@ -177,3 +177,32 @@ def test_device_without_a_jpeg_decoder_is_one_line(monkeypatch):
                                         r"JPEGs on cuda \(Not compiled with GPU support\); "
                                         r"use decode: cpu$"):
         check_device_decode(torch.device("cuda"))
+
+
+def test_non_jpeg_and_cmyk_pixels_are_the_files_as_pil_decodes_them(tmp_path):
+    """PNG, BMP, a CMYK JPEG and a 16-bit greyscale PNG read through decode: device are the
+    pixels PIL gives (RGB), not only the right labels; the 16-bit file (8-bit grey x 257) must
+    read as its 8-bit grey in all three channels."""
+    root = square_folder(tmp_path / "sq")
+    files = sorted((root / "train").rglob("*.jpg"))[:4]
+    png, bmp, cmyk, deep = (files[0].with_suffix(".png"), files[1].with_suffix(".bmp"),
+                            files[2].with_suffix(".jpeg"), files[3].with_suffix(".png"))
+    with Image.open(files[0]) as img:
+        img.save(png)
+    with Image.open(files[1]) as img:
+        img.save(bmp)
+    with Image.open(files[2]) as img:
+        img.convert("CMYK").save(cmyk)
+    with Image.open(files[3]) as img:
+        grey = np.asarray(img.convert("L"))
+    Image.fromarray(grey.astype(np.uint16) * 257).save(deep)
+    paths = [str(p) for p in (png, bmp, cmyk, deep)]
+    ld = StreamLoader(paths, torch.arange(4), 4, train=False, size=16, crop_pct=1.0,
+                      mean=MEAN, std=STD, num_workers=0, decode="device")
+    (x, y), = list(ld)
+    assert y.tolist() == [0, 1, 2, 3]
+    ref = torch.stack([pil_rgb(p) for p in paths[:3]]
+                      + [torch.from_numpy(grey).float().expand(3, -1, -1)])
+    diff = (pixels(x) - ref).abs().amax(dim=(1, 2, 3))
+    # lossless files exactly (up to float normalisation); the CMYK JPEG within 2 levels
+    assert diff[[0, 1, 3]].max() <= 0.01 and diff[2] <= 2.5, diff
