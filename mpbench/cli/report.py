@@ -5,6 +5,10 @@ With RUNS_DIR (an ``mpbench run`` output directory) it writes ``report.md``, ``s
 such as ``reports/<name>`` also gets a copy of the results (no checkpoints) in
 ``reports/<name>/results``. Without RUNS_DIR it regenerates every ``reports/<name>/`` from the
 results stored beside it.
+
+``--untuned DIR`` (RUNS_DIR a tuned suite's output, DIR an untuned suite's output of the same
+models): the report adds the two rankings side by side per budget, with Kendall's tau; DIR is
+copied to ``OUT/untuned-results`` so that regenerating keeps the section.
 """
 from __future__ import annotations
 
@@ -24,6 +28,9 @@ def add_parser(sub) -> None:
                                    "regeneration")
     p.add_argument("--note", help="a paragraph under the title (e.g. what the runs are and are "
                                   "not); kept for regeneration")
+    p.add_argument("--untuned", metavar="DIR",
+                   help="an untuned suite's output directory of the same models: rank it side "
+                        "by side with RUNS_DIR's tuned results (kept for regeneration)")
     p.add_argument("--reports", default="reports", metavar="DIR",
                    help="without RUNS_DIR: the folder of reports to regenerate (default: reports)")
     p.add_argument("--data-root", help="data root for the path-usage analysis of multi-path runs")
@@ -40,8 +47,8 @@ def run(args) -> int:
     from mpbench.report import build_report, regenerate_all
 
     if args.runs_dir is None:
-        if args.out or args.title or args.note:
-            raise UserError("--out/--title/--note need RUNS_DIR; without it every report under "
+        if args.out or args.title or args.note or args.untuned:
+            raise UserError("--out/--title/--note/--untuned need RUNS_DIR; without it every report under "
                             f"{args.reports}/ is regenerated with its stored options")
         regenerate_all(args.reports, figures=not args.no_figures)
         return 0
@@ -49,7 +56,8 @@ def run(args) -> int:
         raise UserError(f"--data-root: {args.data_root} does not exist")
     res = build_report(args.runs_dir, args.out, title=args.title, note=args.note,
                        figures=not args.no_figures, analyze=not args.no_analysis,
-                       data_root=args.data_root, device=args.device, echo=print)
+                       data_root=args.data_root, device=args.device, untuned=args.untuned,
+                       echo=print)
     for note in res["notes"]:
         print(f"note: {note}")
     print(f"{len(res['summary'])} rows; wrote {res['out'] / 'report.md'}, summary.csv, table.tex"

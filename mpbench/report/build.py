@@ -6,6 +6,7 @@
     table.tex       the same tables as LaTeX (booktabs)
     figures/        PNG + SVG (see :mod:`mpbench.report.figures`)
     results/        (``reports/<name>/`` only) the copy of the results the report came from
+    untuned-results/ (``--untuned DIR``) the copy of the untuned results put side by side
     report.json     the options (title, note) so that a regeneration is identical
 
 and the regeneration of every committed report. Determinism: everything written is a function
@@ -26,6 +27,8 @@ from mpbench.report.document import render_markdown
 from mpbench.report.formatting import MACS_CONVENTION, fmt_budget
 from mpbench.report.latex import latex_table
 from mpbench.report.results import ANALYSIS_FILES, ResultSet, copy_results, load_results, read_json
+from mpbench.report.side_by_side import check_pair
+from mpbench.report.tuning import tuning_figures
 from mpbench.report.summary import aggregate, label_order, suite_comparison_options
 
 __all__ = ["build_report", "regenerate_all"]
@@ -96,6 +99,24 @@ def _scores(path: Path, level: str) -> dict | None:
 
 
 
+def _untuned_results(tuned: ResultSet, untuned, out: Path, old: dict,
+                     options: dict) -> ResultSet | None:
+    """The untuned results to rank side by side: ``untuned`` (checked against ``tuned``,
+    copied to ``out/untuned-results`` and recorded in the options), else the copy an earlier
+    build recorded in ``report.json``."""
+    copy = out / "untuned-results"
+    if untuned is not None:
+        check_pair(tuned, load_results(untuned))  # one line naming it, before anything is written
+        if Path(untuned).resolve() != copy.resolve():
+            copy_results(Path(untuned), copy)
+        options["untuned"] = copy.name
+    elif old.get("untuned"):
+        options["untuned"] = old["untuned"]
+    else:
+        return None
+    return load_results(out / options["untuned"])
+
+
 def _needs_copy(src: Path, out: Path) -> bool:
     """A separate report folder keeps its own copy of the results (``out/results``); not when
     the results are that copy already, or when the report is written inside the results."""
@@ -105,7 +126,7 @@ def _needs_copy(src: Path, out: Path) -> bool:
 
 def build_report(runs_dir: str | Path, out: str | Path | None = None, *, title: str | None = None,
                  note: str | None = None, figures: bool = True, analyze: bool = True,
-                 data_root=None, device: str | None = None,
+                 data_root=None, device: str | None = None, untuned: str | Path | None = None,
                  echo: Callable[[str], None] = lambda m: None) -> dict:
     """Write ``report.md``, ``summary.csv``, ``table.tex`` and ``figures/`` for a suite's results.
 
@@ -114,19 +135,22 @@ def build_report(runs_dir: str | Path, out: str | Path | None = None, *, title: 
     that ``mpbench report`` can regenerate the report from them alone; ``title`` and ``note``
     are kept in ``out/report.json`` for the same reason. Path usage of multi-path runs is
     computed from the source's checkpoints (``analyze``) and stored beside the results.
+    ``untuned``: an untuned suite's output directory of the same models, copied to
+    ``out/untuned-results`` and ranked side by side (:mod:`mpbench.report.side_by_side`).
     Returns ``{"out", "files", "summary", "notes"}``.
     """
     src = Path(runs_dir)
-    load_results(src)  # fails early, with one line, on anything that is not a results dir
+    given = load_results(src)  # fails early, with one line, on anything that is not a results dir
     out = Path(out) if out is not None else src / "report"
-    results = src
-    if _needs_copy(src, out):
-        copy_results(src, out / "results")
-        results = out / "results"
     options_path = out / "report.json"
     old = read_json(options_path) or {}
     options = {"title": title if title is not None else old.get("title"),
                "note": note if note is not None else old.get("note")}
+    untuned_rs = _untuned_results(given, untuned, out, old, options)  # checked before copying
+    results = src
+    if _needs_copy(src, out):
+        copy_results(src, out / "results")
+        results = out / "results"
 
     rs = load_results(results)
     summary = aggregate(rs.rows, label_order(rs), **suite_comparison_options(rs.suite))
@@ -144,13 +168,14 @@ def build_report(runs_dir: str | Path, out: str | Path | None = None, *, title: 
         if fig_dir.exists():
             shutil.rmtree(fig_dir)  # wholly generated: no stale figures survive
         fig_entries = figs.make_figures(rs, summary, analyses, fig_dir)
+        fig_entries += tuning_figures(rs, fig_dir)  # shown in the Tuning section
         for e in fig_entries:
             written += [fig_dir / f for f in e["files"]]
         notes += [n for e in fig_entries for n in e.get("notes", [])]
 
     files = {"report.md": render_markdown(rs, summary, fig_entries, notes,
                                           options["title"] or f"mpbench report: {suite_name}",
-                                          options["note"] or ""),
+                                          options["note"] or "", untuned=untuned_rs),
              "summary.csv": summary_csv(summary),
              "table.tex": "\n".join(
                  latex_table([a for a in summary if a["dataset"] == ds],
@@ -160,7 +185,7 @@ def build_report(runs_dir: str | Path, out: str | Path | None = None, *, title: 
     for name, text in files.items():
         atomic_write_text(out / name, text, durable=False)
         written.append(out / name)
-    if results != src or options_path.exists() or options["title"] or options["note"]:
+    if results != src or options_path.exists() or any(options.values()):
         atomic_write_text(options_path, json.dumps(options, indent=2, sort_keys=True) + "\n",
                           durable=False)
     return {"out": out, "files": written, "summary": summary, "notes": notes}

@@ -14,6 +14,8 @@ from mpbench.report.formatting import BEST_MARK, TIED_MARK, md_escape, split_nam
 from mpbench.report.header import header_lines
 from mpbench.report.markdown import markdown_table
 from mpbench.report.results import ResultSet
+from mpbench.report.side_by_side import side_by_side_section
+from mpbench.report.tuning import tuning_section
 
 __all__ = ["ReportContext", "SECTIONS", "render_markdown"]
 
@@ -28,6 +30,7 @@ class ReportContext:
     notes: list[str] = field(default_factory=list)
     title: str = ""
     note: str = ""
+    untuned: ResultSet | None = None  # `mpbench report --untuned DIR`: the untuned results
 
     @property
     def level(self) -> float:
@@ -124,10 +127,11 @@ def published_section(ctx: ReportContext) -> list[str]:
 
 
 def figures_section(ctx: ReportContext) -> list[str]:
-    if not ctx.fig_entries:
+    entries = [e for e in ctx.fig_entries if not e.get("section")]  # others: in their section
+    if not entries:
         return []
     md = ["## Figures", ""]
-    for e in ctx.fig_entries:
+    for e in entries:
         md += [f"### {e['title']}", "", f"![{e['title']}](figures/{e['files'][0]})", ""]
         if e.get("caption"):
             md += [e["caption"], ""]
@@ -159,14 +163,16 @@ def footer_section(ctx: ReportContext) -> list[str]:
 Section = Callable[[ReportContext], "list[str]"]
 # the order of report.md; a new section goes in here (e.g. after legend_section)
 SECTIONS: list[Section] = [header_section, results_section, legend_section, speed_section,
-                           published_section, figures_section, failures_section, notes_section,
+                           published_section, tuning_section, side_by_side_section,
+                           figures_section, failures_section, notes_section,
                            footer_section]
 
 
 def render_markdown(rs: ResultSet, summary: list[dict], fig_entries: list[dict],
                     notes: list[str], title: str, note: str,
-                    sections: list[Section] | None = None) -> str:
-    ctx = ReportContext(rs, summary, fig_entries, notes, title, note)
+                    sections: list[Section] | None = None,
+                    untuned: ResultSet | None = None) -> str:
+    ctx = ReportContext(rs, summary, fig_entries, notes, title, note, untuned)
     md: list[str] = []
     for section in SECTIONS if sections is None else sections:
         md += section(ctx)

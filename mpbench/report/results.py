@@ -18,11 +18,13 @@ from typing import Any
 from mpbench.errors import UserError
 
 __all__ = ["ResultSet", "load_results", "copy_results", "read_json", "STATUS_ORDER",
-           "RUN_FILES", "ANALYSIS_FILES"]
+           "RUN_FILES", "ANALYSIS_FILES", "TUNE_FILES"]
 
 STATUS_ORDER = ("done", "diverged", "oom", "failed", "partial", "pending")
 # files of a run that a report needs (never checkpoints)
 RUN_FILES = ("config.json", "metrics.json", "result.json", "failure.json")
+# a tuned suite's trial records (mpbench.suite.tune writes one per study): the Tuning section's
+TUNE_FILES = ("study.json",)
 ANALYSIS_FILES = ("path_usage_class.csv", "path_usage_superclass.csv", "specialisation.csv")
 
 
@@ -127,6 +129,10 @@ def _normalise_row(r: dict) -> dict:
         "speed_train_img_s": _num(r.get("speed_train_img_s")),
         "speed_infer_img_s": _num(r.get("speed_infer_img_s")),
         "speed_device": str(r.get("speed_device") or ""),
+        # a tuned suite's final runs (mpbench.suite.tune): the chosen values as JSON
+        "tuned": str(r.get("tuned") or ""), "tune_trials": _num(r.get("tune_trials")),
+        "tune_best_val_top1": _num(r.get("tune_best_val_top1")),
+        "tune_cost_s": _num(r.get("tune_cost_s")),
     }
 
 
@@ -139,6 +145,11 @@ def copy_results(src: Path, dest: Path) -> None:
     for name in ("results.csv", "suite.json", "plan.json"):
         if (src / name).exists():
             shutil.copyfile(src / name, dest / name)
+    for study_dir in sorted(p for p in (src / "tune").glob("*") if p.is_dir()):
+        for name in TUNE_FILES:
+            if (study_dir / name).exists():
+                (dest / "tune" / study_dir.name).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(study_dir / name, dest / "tune" / study_dir.name / name)
     for run_dir in sorted(p for p in (src / "runs").glob("*") if p.is_dir()):
         target = dest / "runs" / run_dir.name
         for name in RUN_FILES:
