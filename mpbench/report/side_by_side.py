@@ -15,6 +15,7 @@ from mpbench.errors import UserError
 from mpbench.report.formatting import fmt_acc, fmt_budget, fmt_pp, md_escape
 from mpbench.report.results import ResultSet
 from mpbench.report.summary import aggregate, budget_key, label_order, suite_comparison_options
+from mpbench.report.tuning import is_tuned
 
 __all__ = ["ranking_tables", "side_by_side_section", "check_pair", "summarise"]
 
@@ -72,9 +73,12 @@ def ranking_tables(tuned: list[dict], untuned: list[dict]) -> list[dict]:
 
 
 def check_pair(tuned: ResultSet, untuned: ResultSet, where: str = "--untuned") -> None:
-    """One-line errors for a pair that cannot be put side by side: the untuned directory is
-    a tuned suite's, or the two share no model at any budget."""
-    if untuned.suite.get("tune") or any(r.get("tuned") for r in untuned.rows):
+    """One-line errors for a pair that cannot be put side by side: ``tuned`` is not a tuned
+    suite's results or ``untuned`` is, or the two share no model at any budget."""
+    if not is_tuned(tuned):
+        raise UserError(f"{tuned.root}: not a tuned suite's results (no tune: in suite.json, "
+                        f"no tuned column); {where} puts untuned results beside tuned ones")
+    if is_tuned(untuned):
         raise UserError(f"{where} {untuned.root}: these are a tuned suite's results (suite.json "
                         "has tune:); give the untuned suite's output directory")
     a = {(r["dataset"], budget_key(r["budget_gmacs"]), r["label"]) for r in tuned.rows}
