@@ -3,7 +3,6 @@ tuned rankings side by side (``mpbench report TUNED --untuned UNTUNED``)."""
 import csv
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -256,15 +255,20 @@ def test_ranking_tables_by_hand():
     assert t["tau"] == pytest.approx(2 / 3) and t["best_tuned"] == t["best_untuned"] == ["d"]
 
 
-def mpbench(*argv):
-    return subprocess.run([sys.executable, "-m", "mpbench", *map(str, argv)],
-                          capture_output=True, text=True)
+def mpbench(capsys, *argv):
+    """The command line, in this process (``python -m mpbench`` calls the same ``main``)."""
+    from mpbench.cli import main
+
+    capsys.readouterr()
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    return subprocess.CompletedProcess(argv, rc, "", err)
 
 
-def test_cli_untuned_option_is_kept_for_regeneration(pair, tmp_path):
+def test_cli_untuned_option_is_kept_for_regeneration(pair, tmp_path, capsys):
     tuned, untuned = pair
     reports = tmp_path / "reports"
-    proc = mpbench("report", tuned, "--untuned", untuned, "--out", reports / "cmp",
+    proc = mpbench(capsys, "report", tuned, "--untuned", untuned, "--out", reports / "cmp",
                    "--no-figures")
     assert proc.returncode == 0, proc.stderr
     first = (reports / "cmp" / "report.md").read_text()
@@ -272,7 +276,7 @@ def test_cli_untuned_option_is_kept_for_regeneration(pair, tmp_path):
     assert json.loads((reports / "cmp" / "report.json").read_text())["untuned"] == "untuned-results"
     import shutil
     shutil.rmtree(untuned)  # regeneration reads the copy beside the report
-    proc = mpbench("report", "--reports", reports, "--no-figures")
+    proc = mpbench(capsys, "report", "--reports", reports, "--no-figures")
     assert proc.returncode == 0, proc.stderr
     assert (reports / "cmp" / "report.md").read_text() == first
 
@@ -284,14 +288,14 @@ def test_cli_untuned_option_is_kept_for_regeneration(pair, tmp_path):
     ("disjoint", "no model of"),
 ])
 def test_cli_refuses_a_bad_untuned_pair_in_one_line_and_writes_nothing(pair, tmp_path, which,
-                                                                        message):
+                                                                        message, capsys):
     tuned, untuned = pair
     runs, other = {"missing": (tuned, tmp_path / "nope"), "tuned": (tuned, tuned),
                    "swapped": (untuned, tuned),
                    "disjoint": (tuned, write_results(tmp_path / "x", "x", {3.0: {"z": 1.0}},
                                                      False))}[which]
     out = tmp_path / "rep"
-    proc = mpbench("report", runs, "--untuned", other, "--out", out, "--no-figures")
+    proc = mpbench(capsys, "report", runs, "--untuned", other, "--out", out, "--no-figures")
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert not out.exists()
