@@ -307,3 +307,20 @@ def test_an_untuned_suite_has_no_tuning_section(pair, tmp_path):
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## Tuning" not in md and "## Untuned vs tuned" not in md
     assert not list((tmp_path / "rep" / "figures").glob("sensitivity_*"))
+
+
+def test_sensitivity_points_of_pruned_and_diverged_trials():
+    """A pruned trial is drawn at its last validation top-1; a trial without one is not."""
+    from mpbench.report.tuning import sensitivity_points
+
+    study = {"dir": "a", "label": "a", "family": "resnet", "budget_gmacs": None, "trials": [
+        {"number": 0, "state": "complete", "params": {"lr": 0.1}, "value": 50.0,
+         "val_curve": [40.0, 50.0]},
+        {"number": 1, "state": "pruned", "params": {"lr": 0.01}, "value": None,
+         "val_curve": [20.0, 30.0]},
+        {"number": 2, "state": "fail", "params": {"lr": 1.0}, "value": None, "val_curve": []},
+        {"number": 3, "state": "complete", "params": {"lr": 0.2}, "value": 60.0,
+         "val_curve": [55.0, 60.0]}]}
+    pts = sensitivity_points([study], "lr")
+    assert [(p["trial"], p["x"], p["val_top1"], p["best"]) for p in pts] == [
+        (0, 0.1, 50.0, False), (1, 0.01, 30.0, False), (3, 0.2, 60.0, True)]

@@ -1,6 +1,7 @@
 """Loading a suite output directory (``mpbench run --out``) for a report::
 
-    results.csv, suite.json, plan.json, runs/<run_id>/{config,metrics,result|failure}.json
+    results.csv, suite.json, plan.json, runs/<run_id>/{config,metrics,result|failure}.json,
+    tune/<study>/study.json (a tuned suite's trials)
 
 into a :class:`ResultSet` whose rows are normalised (numbers or None, never NaN or "") so that
 results made before a column existed load and report it as "not measured"; and copying what a
