@@ -66,8 +66,9 @@ def _note(m: Multiplier) -> str:
     if m.no_interval:
         parts.append(f"no interval: {m.no_interval}")
     elif m.value is not None and (m.ci_low is None or m.ci_high is None):
-        open_ = [f"{100 * s:.0f}% of resamples {w} the range"
-                 for s, w in ((m.share_below, "below"), (m.share_above, "above")) if s]
+        open_ = [f"{100 * s:.0f}%" if s >= 0.005 else "<1%" for s in (m.share_below, m.share_above)]
+        open_ = [f"{p} of resamples {w} the range" for p, s, w in
+                 zip(open_, (m.share_below, m.share_above), ("below", "above")) if s]
         parts.append("interval open: " + ", ".join(open_))
     return "; ".join(parts)
 
@@ -117,8 +118,9 @@ def _cell(a: dict, prefix: str) -> str:
     note = a[f"{prefix}_note"]
     if m is None:
         return "reference" if note == "the reference" else md_escape(note)
-    if m.value is None:
-        return f"{m.position} the reference's range"
+    if m.value is None:  # the bound needs only that the reference keeps rising with cost
+        return (f"{m.position} the reference's range "
+                f"({'<' if m.position == 'below' else '>'} {fmt_multiplier(m.bound)})")
     if m.no_interval:
         ci = " (no interval)"
     else:
@@ -168,7 +170,8 @@ def compute_equivalent_section(ctx) -> list[str]:
                "the row's MACs (N > 1: the design beats the reference's scaling). "
                "Extrapolation: at most one budget step beyond the reference's range, along its "
                "end segment, marked (extrapolated); further out the row is \"below\" or "
-               "\"above the reference's range\", with no number. "
+               "\"above the reference's range\", with no number but the bound its lowest "
+               "(highest) budget gives, if the reference's accuracy keeps rising with compute. "
                f"[CI]: {100 * LEVEL:g}% percentile bootstrap over seeds, {RESAMPLES:,} "
                "resamples drawing the row's seeds and, independently, each reference budget's "
                f"seeds (numpy default_rng({SEED})); an end reads \"below/above range\" where "
