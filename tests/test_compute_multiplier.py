@@ -112,9 +112,9 @@ def _rows(ref_budgets=REF_COSTS, mp=((1.0, 17.5), (2.0, 22.5), (4.0, 31.0)), spe
         for s in range(3):
             out.append(("resnet-depth", "resnet", "depth", g, s, 10 + 5 * math.log2(g),
                         1000.0 / g if speed else None))
-    for g, y in mp:
-        for s in range(3):
-            out.append(("mp", "mp_resnet", "width", g, s, y, 500.0 / g if speed else None))
+    for g, y in mp:  # y: one top-1 for every seed, or one per seed
+        for s, ys in enumerate(y if isinstance(y, tuple) else (y,) * 3):
+            out.append(("mp", "mp_resnet", "width", g, s, ys, 500.0 / g if speed else None))
     return out
 
 
@@ -210,3 +210,15 @@ def test_old_results_without_speed_report_wallclock_not_measured(tmp_path):
     assert a["compute_multiplier"] == pytest.approx(2 ** 1.5)
     assert a["wallclock_multiplier"] is None
     assert a["wallclock_multiplier_note"] == "training speed not measured"
+
+
+def test_a_mean_beyond_the_curve_gets_no_interval_either(tmp_path):
+    """Seeds 20, 20, 53 at 4 GMACs: the mean, 31, is beyond the curve's one-step extension
+    (25 at 8 GMACs) though some resamples (20, 20, 20) are inside: a note, no lone interval."""
+    rs = load_results(write_results(tmp_path / "r", _rows(mp=((4.0, (20.0, 20.0, 53.0)),))))
+    a = _by(aggregate(rs.rows, reference="resnet-depth"), "mp", 4.0)
+    m = a["compute_equivalent"]["compute_multiplier"]
+    assert m.value is None and m.share_above < 1.0  # resamples inside exist
+    assert (a["compute_multiplier"], a["compute_multiplier_ci_low"],
+            a["compute_multiplier_ci_high"]) == (None, None, None)
+    assert a["compute_multiplier_note"] == "above the reference's range"

@@ -103,9 +103,10 @@ def add_compute_multipliers(summary: list[dict]) -> None:
             for prefix, cost, what in COSTS:
                 m, note = _against(a, rows, ref, cost, what) if ref else (None, why)
                 a["compute_equivalent"][prefix] = m
-                a[prefix] = m.value if m else None
-                a[f"{prefix}_ci_low"] = m.ci_low if m else None
-                a[f"{prefix}_ci_high"] = m.ci_high if m else None
+                shown = m if m is not None and m.value is not None else None  # no lone CI
+                a[prefix] = shown.value if shown else None
+                a[f"{prefix}_ci_low"] = shown.ci_low if shown else None
+                a[f"{prefix}_ci_high"] = shown.ci_high if shown else None
                 a[f"{prefix}_note"] = note
 
 
@@ -304,8 +305,10 @@ def multiplier_against(summary: list[dict], a: dict, label_b: str) -> dict | Non
            "level": LEVEL}
     for prefix, cost, what in COSTS:
         m, note = _against(a, rows, label_b, cost, what)
-        out[prefix] = {"value": m.value if m else None, "ci_low": m.ci_low if m else None,
-                       "ci_high": m.ci_high if m else None, "note": note,
+        shown = m if m is not None and m.value is not None else None
+        out[prefix] = {"value": shown.value if shown else None,
+                       "ci_low": shown.ci_low if shown else None,
+                       "ci_high": shown.ci_high if shown else None, "note": note,
                        "extrapolated": bool(m and m.extrapolated)}
     return out
 
