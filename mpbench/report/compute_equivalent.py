@@ -4,7 +4,8 @@ compute, read off that family's accuracy-vs-compute curve (:mod:`mpbench.report.
 The reference is the suite's ``reference:`` row, else the deepening baseline (the ``resnet``
 family; its depth-knob configuration first). With results at two or more budgets, every other
 row of the same data set gets its multiplier in MACs (the matched model's GMACs) and, where
-``mpbench bench`` measured training speed for the row and for two or more reference budgets, in
+the run's speed measurement (``speed_train_img_s``, taken after training) covers the row and
+two or more reference budgets, in
 wall-clock terms (cost = seconds per training image = 1 / training img/s: what a user pays).
 
 Hooks: :func:`add_compute_multipliers` (a ``report.summary.SUMMARY_STEPS`` step: the
@@ -179,8 +180,9 @@ def compute_equivalent_section(ctx) -> list[str]:
                "that tail of resamples falls beyond the curve. MACs and speeds are taken as "
                "measured, not resampled."
                + (" Wall-clock: the same with the cost = training time per image "
-                  "(1 / `mpbench bench` training img/s), where speed was measured."
-                  if wall else " Wall-clock: training speed not measured (`mpbench bench`)."),
+                  "(1 / the training img/s measured after each run, `speed_train_img_s`), where speed "
+                  "was measured."
+                  if wall else " Wall-clock: training speed not measured."),
                ""]
         head = ["budget (GMACs)", "model", "GMACs", "top-1 (%)",
                 "worth (× the reference's MACs) [CI]"]
@@ -274,7 +276,7 @@ def compute_figures(summary: list[dict], fig_dir: Path) -> list[dict]:
                    "achieved GMACs (fvcore MACs, batch 1)", colors)
             if wall:
                 _panel(axes[0][1], rows, ref, "wallclock_multiplier", COSTS[1][1], 1000.0,
-                       "training time per 1,000 images (s; 1 / bench training img/s)", colors)
+                       "training time per 1,000 images (s; 1 / measured training img/s)", colors)
             axes[0][0].set_ylabel(f"{rows[0].get('split') or 'test'} top-1 (%), mean ± std")
             axes[0][0].legend(loc="best", frameon=False)
             fig.suptitle(f"Compute-equivalent: each row against {ref}'s curve"
