@@ -180,8 +180,8 @@ def compute_equivalent_section(ctx) -> list[str]:
                "that tail of resamples falls beyond the curve. MACs and speeds are taken as "
                "measured, not resampled."
                + (" Wall-clock: the same with the cost = training time per image "
-                  "(1 / the training img/s measured after each run, `speed_train_img_s`), where speed "
-                  "was measured."
+                  "(1 / the training img/s measured after each run, `speed_train_img_s`), "
+                  "where speed was measured."
                   if wall else " Wall-clock: training speed not measured."),
                ""]
         head = ["budget (GMACs)", "model", "GMACs", "top-1 (%)",
