@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from mpbench.report.comparisons import comparison_sections
+from mpbench.report.compute_equivalent import compute_equivalent_section
 from mpbench.report.formatting import BEST_MARK, TIED_MARK, md_escape, split_name
 from mpbench.report.header import header_lines
 from mpbench.report.markdown import markdown_table
@@ -127,7 +128,7 @@ def figures_section(ctx: ReportContext) -> list[str]:
     if not ctx.fig_entries:
         return []
     md = ["## Figures", ""]
-    for e in ctx.fig_entries:
+    for e in (e for e in ctx.fig_entries if not e.get("section")):  # not a section's own
         md += [f"### {e['title']}", "", f"![{e['title']}](figures/{e['files'][0]})", ""]
         if e.get("caption"):
             md += [e["caption"], ""]
@@ -161,6 +162,7 @@ Section = Callable[[ReportContext], "list[str]"]
 SECTIONS: list[Section] = [header_section, results_section, legend_section, speed_section,
                            published_section, figures_section, failures_section, notes_section,
                            footer_section]
+SECTIONS.insert(SECTIONS.index(figures_section), compute_equivalent_section)
 
 
 def render_markdown(rs: ResultSet, summary: list[dict], fig_entries: list[dict],
