@@ -1,4 +1,4 @@
-"""One cross-connection's MACs, counted by hand from its shapes (README "Complexity convention").
+"""One cross-connection's MACs, counted by hand from its shapes (docs/complexity.md).
 
 The model: ``mp_resnet_tiny`` with P = 4 paths of C = 8 channels in stage 0 (depth 8: one basic
 block per stage), route ``fdcc``. The first cross-connection sits in front of stage 1's first

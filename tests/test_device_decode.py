@@ -206,3 +206,24 @@ def test_non_jpeg_and_cmyk_pixels_are_the_files_as_pil_decodes_them(tmp_path):
     diff = (pixels(x) - ref).abs().amax(dim=(1, 2, 3))
     # lossless files exactly (up to float normalisation); the CMYK JPEG within 2 levels
     assert diff[[0, 1, 3]].max() <= 0.01 and diff[2] <= 2.5, diff
+
+
+@pytest.mark.parametrize("decode", ["device", "cpu"])
+def test_16_bit_png_is_scaled_by_its_high_byte_not_wrapped(tmp_path, decode):
+    """A 16-bit greyscale PNG whose values are not g x 257: each value v = 256 g + r, with the
+    low byte r = g + 128 (mod 256) far from the high byte g, must read as v scaled to 0..255
+    (v * 255 / 65535, within one level: torchvision's integer scaling keeps the high byte),
+    in all three channels, by either decoder. A plain cast (v mod 256 = r) is off by about
+    128 levels; g x 257 cannot tell the two apart, since 257 g mod 256 = g. PIL's own
+    ``convert("RGB")`` clips at 255 (white): the CPU path must not use it as it is."""
+    g = np.arange(256, dtype=np.uint16).reshape(16, 16)
+    v = g * 256 + (g + 128) % 256
+    path = tmp_path / "deep.png"
+    Image.fromarray(v).save(path)
+    with Image.open(path) as img:
+        assert img.mode == "I;16"                      # really stored with 16 bits a sample
+    ld = StreamLoader([str(path)], torch.zeros(1, dtype=torch.int64), 1, train=False, size=16,
+                      crop_pct=1.0, mean=MEAN, std=STD, num_workers=0, decode=decode)
+    (x, _), = list(ld)
+    want = torch.from_numpy(v.astype(np.float64) * 255 / 65535).float().expand(3, -1, -1)
+    assert (pixels(x)[0] - want).abs().max() <= 1.01

@@ -227,6 +227,46 @@ def test_input_size_resizes_batches_and_counts_macs_at_that_size(tmp_path):
     assert g32 == pytest.approx(4 * g16, rel=0.05)
 
 
+def test_resizing_callback_feeds_the_validation_split_not_the_test_set(tmp_path, monkeypatch):
+    """Where loader-replacing callbacks (input_size) meet a validation split: through the
+    runner, every evaluation of "val" reads the 12 held-out training images (3 per class of 4,
+    synthetic labels being exactly balanced), resized like the test set, and every evaluation of
+    "test" the 40 test images (10 per class); a val loader built from the test loader would
+    read 40 test images as "val"."""
+    from collections import Counter
+
+    from mpbench.config import DatasetConfig
+    from mpbench.data import load_dataset
+    from mpbench.training import trainer
+
+    seen = []
+    original = trainer.evaluate
+
+    def recording(model, loader, autocast, split="test"):
+        ys = [y.cpu() for _, y in loader]
+        sizes = {tuple(x.shape[-2:]) for x, _ in loader}
+        seen.append((split, torch.cat(ys), sizes))
+        return original(model, loader, autocast, split)
+
+    monkeypatch.setattr(trainer, "evaluate", recording)
+    suite = tmp_path / "val.yaml"
+    suite.write_text(
+        "name: val\n"
+        "dataset: {name: synthetic, num_classes: 4, num_train: 64, num_test: 40, image_size: 16,"
+        " val_split: 12}\n"
+        "recipe: {epochs: 2, batch_size: 16, eval_batch_size: 8, lr: 0.05, input_size: 24}\n"
+        "seeds: [0]\nmodels:\n  - {name: cifar_resnet_tiny, args: {width: 4}, label: tiny}\n")
+    assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    data = load_dataset(DatasetConfig(name="synthetic", num_classes=4, num_train=64, num_test=40,
+                                      image_size=16, val_split=12))
+    assert [split for split, _, _ in seen] == ["val", "test", "val"]  # val every epoch, test last
+    for split, labels, sizes in seen:
+        assert sizes == {(24, 24)}, split                         # the callback resized it
+        expected = data.val_y if split == "val" else data.test_y
+        assert Counter(labels.tolist()) == {c: 3 if split == "val" else 10 for c in range(4)}
+        assert torch.equal(labels, expected.cpu()), split
+
+
 # --------------------------------------------------------------------------- upcycling
 
 def _randomised_single(num_classes=5):

@@ -486,3 +486,58 @@ def test_plan_suite_matches_with_the_suites_tolerance():
         plan_suite(parse_suite(doc, "tol.yaml"), "tol.yaml")
     (plan,) = plan_suite(parse_suite({**doc, "tolerance": 0.07}, "tol.yaml"), "tol.yaml")
     assert plan.knob_value == 16 and plan.deviation == pytest.approx(-0.06 / 1.06, abs=1e-6)
+
+
+class _DeepNet(nn.Module):
+    """A stem 3x3 conv 3 -> c and ``depth`` 3x3 convs c -> c at full resolution, no bias, then
+    global pooling and a classifier. ``width`` (a float) is rounded to an even channel count
+    c, so MACs jump between plateaus: an adjustment of ``width`` can miss a tight tolerance
+    although it ends nowhere near its range's ends."""
+
+    def __init__(self, depth: int = 2, width: float = 16.0, num_classes: int = 10,
+                 in_chans: int = 3):
+        super().__init__()
+        c = 2 * int(width / 2 + 0.5)
+        self.convs = nn.Sequential(nn.Conv2d(in_chans, c, 3, padding=1, bias=False),
+                                   *[nn.Conv2d(c, c, 3, padding=1, bias=False) for _ in range(depth)])
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(c, num_classes, bias=False)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.convs(x)).flatten(1))
+
+
+def _deep_macs(depth: int, c: int) -> int:
+    """_DeepNet at 32x32, 10 classes, by hand: each 3x3 conv 9*Cin*Cout*H*W, pooling one MAC
+    per input element, the classifier c*10."""
+    return 9 * 1024 * (3 * c + depth * c * c) + 1024 * c + 10 * c
+
+
+def test_depth_adjustment_that_misses_the_tolerance_is_refused():
+    """Budget 6.4M MACs. At width 16, depth 3 is the nearest depth (7,536,800: +17.8%; depth 2
+    is 5,177,504: -19.1%), so the width is adjusted in [12.8, 20]. Its plateaus at depth 3 are
+    c = 14 (5,820,556: -9.1%) and c = 16 (+17.8%): at ±10% the adjustment lands on c = 14; at
+    ±2% nothing in the range does, and the match must be refused although c = 14 is no end of
+    the range (planted: dropping the check after the adjustment returns the -9.1% match)."""
+    assert (_deep_macs(3, 16), _deep_macs(2, 16), _deep_macs(3, 14)) == (7_536_800, 5_177_504,
+                                                                        5_820_556)
+    registry.register_model(_DeepNet, name="_test_deep_net", family="_test", timm=False,
+                            knob=Knob("depth", kind="choice", values=(1, 2, 3, 4), adjust="width"),
+                            depth=2, width=16.0)
+    try:
+        for depth, c in ((3, 14), (3, 16), (2, 16), (4, 12)):
+            assert complexity.count_model("_test_deep_net", {"depth": depth, "width": float(c)},
+                                          num_classes=10).macs == _deep_macs(depth, c)
+        loose = match_budget("_test_deep_net", 0.0064, num_classes=10, tolerance=0.10)
+        assert loose.knob_value == 3 and 13 <= loose.adjust["width"] < 15
+        assert loose.macs == 5_820_556
+        with pytest.raises(BudgetError) as info:
+            match_budget("_test_deep_net", 0.0064, num_classes=10, tolerance=0.02)
+        err = info.value
+        assert err.reason == "off budget" and err.closest.knob_value == 3
+        assert str(err).startswith("model _test_deep_net cannot meet budget 0.0064 GMACs within "
+                                   "±2%: closest is depth=3 (width ")
+        assert abs(err.closest.deviation) > 0.02
+    finally:
+        registry._REGISTRY.pop("_test_deep_net", None)
+        complexity.clear_cache()

@@ -399,7 +399,7 @@ def registered():
 
 
 def cifar_plainnet(width=32, num_classes=100, in_chans=3):
-    """Plain (residual-free) CIFAR network; knob: stage-1 width (README's example)."""
+    """Plain (residual-free) CIFAR network; knob: stage-1 width (the example of docs/adding-a-baseline.md)."""
     layers, chs = [], in_chans
     for i, w in enumerate((width, 2 * width, 4 * width)):
         layers += [nn.Conv2d(chs, w, 3, stride=1 if i == 0 else 2, padding=1, bias=False),

@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
     s.add_argument("--array-parallelism", type=int, default=64,
                    help="at most this many jobs of the array at once (default: 64)")
     s.add_argument("--slurm-dir", help="submitit logs and job files (default: OUT/slurm)")
+    s.add_argument("--tune-workers", type=int, metavar="N",
+                   help="a suite with tune: N worker jobs sharing the trials, then the final "
+                        "runs (default: one per model x budget)")
     s.add_argument("--wait", action="store_true", help="block until every submitted job ends")
     p.set_defaults(func=run)
 
@@ -45,10 +48,6 @@ def run(args) -> int:
     out = Path(args.out or Path("runs") / suite.name)
     if suite.tune is None:  # a tuned suite's final runs are checked with their tuned values
         check_existing(plans, suite, out, args.suite)
-    elif args.launcher == "slurm":
-        from mpbench.config import SuiteError
-        raise SuiteError(f"{args.suite}: tune: --launcher slurm does not run tuning trials; "
-                         f"start `mpbench run` workers instead (docs/tuning.md)")
     if args.dry_run:
         print(f"{len(plans)} runs for suite {suite.name} -> {out}")
         print(f"{'run_id':<40} {'model':<28} {'budget':>7} {'GMACs':>8} {'dev':>7} {'params':>9}  knob")
@@ -88,8 +87,15 @@ def _submit(args, suite, plans, out: Path) -> int:
     options = SlurmOptions(partition=args.partition, gpus_per_run=args.gpus_per_run,
                            cpus_per_run=args.cpus_per_run, time=args.time, mem=args.mem,
                            array_parallelism=args.array_parallelism, slurm_dir=args.slurm_dir)
-    jobs = submit_suite(suite, plans, out, options, source=args.suite, data_root=args.data_root,
-                        device=args.device)
+    if suite.tune is not None:
+        from mpbench.suite.launch import submit_tune_workers
+        from mpbench.suite.tuned import study_groups
+        workers = args.tune_workers or len(study_groups(plans))
+        jobs = submit_tune_workers(suite, plans, out, options, workers, source=args.suite,
+                                   data_root=args.data_root, device=args.device)
+    else:
+        jobs = submit_suite(suite, plans, out, options, source=args.suite,
+                            data_root=args.data_root, device=args.device)
     if not args.wait or not jobs:
         return 0
     counts = wait(jobs)

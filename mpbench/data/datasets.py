@@ -216,10 +216,21 @@ def load_cifar(name: str, root: Path, download: bool) -> Dataset:
 
 # --------------------------------------------------------------------------- image folders
 
+def to_rgb(img):
+    """A PIL image as 8-bit RGB. PIL's ``convert("RGB")`` clips a 16-bit greyscale image
+    (modes ``I;16*``, ``I``) at 255, so nearly every pixel turns white: such an image is
+    scaled to 0..255 first (v * 255 / 65535, as ``decode: device`` reads it)."""
+    from PIL import Image
+    if img.mode.startswith("I;16") or img.mode == "I":
+        v = np.asarray(img, dtype=np.float64)
+        img = Image.fromarray(np.clip(np.rint(v * 255 / 65535), 0, 255).astype(np.uint8), "L")
+    return img.convert("RGB")
+
+
 def _decode(data: bytes) -> np.ndarray:
     from PIL import Image
     with Image.open(io.BytesIO(data)) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+        return np.asarray(to_rgb(img), dtype=np.uint8).transpose(2, 0, 1)
 
 
 def _iter_folder(root: Path) -> Iterable[tuple[str, str, bytes]]:

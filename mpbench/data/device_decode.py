@@ -39,7 +39,7 @@ import warnings
 
 import torch
 
-from mpbench.data.datasets import DataError
+from mpbench.data.datasets import DataError, to_rgb
 
 JPEG_MAGIC = b"\xff\xd8"
 JPEG_END = b"\xff\xd9"  # the end-of-image marker, which a truncated file lacks
@@ -176,7 +176,7 @@ def decode_on_cpu(data: bytes, tensor: torch.Tensor) -> torch.Tensor | None:
     from PIL import Image
     try:
         with Image.open(io.BytesIO(data)) as pil:
-            arr = torch.frombuffer(bytearray(pil.convert("RGB").tobytes()), dtype=torch.uint8)
+            arr = torch.frombuffer(bytearray(to_rgb(pil).tobytes()), dtype=torch.uint8)
             return arr.view(pil.height, pil.width, 3).permute(2, 0, 1).contiguous()
     except (OSError, SyntaxError, ValueError):
         return None

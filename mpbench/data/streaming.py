@@ -49,7 +49,7 @@ from pathlib import Path
 
 import torch
 
-from mpbench.data.datasets import (IMAGE_SUFFIXES, DataError, balanced_order, normalize,
+from mpbench.data.datasets import (IMAGE_SUFFIXES, DataError, balanced_order, normalize, to_rgb,
                                    val_split_order)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # timm.data.IMAGENET_DEFAULT_MEAN / _STD
@@ -324,7 +324,7 @@ class ImageFiles(torch.utils.data.Dataset):
                 random.seed(aug_seed)
                 torch.default_generator.manual_seed(aug_seed)  # not CUDA's (workers=0)
                 with Image.open(path) as img:
-                    x = self.transform(img.convert("RGB"))
+                    x = self.transform(to_rgb(img))
         except (OSError, SyntaxError, ValueError):  # truncated / corrupt / not an image
             return path
         finally:

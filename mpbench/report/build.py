@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from mpbench.errors import UserError
+from mpbench.report.compute_equivalent import compute_figures
 from mpbench.report.csv_table import summary_csv
 from mpbench.report.document import render_markdown
 from mpbench.report.formatting import MACS_CONVENTION, fmt_budget
@@ -169,6 +170,7 @@ def build_report(runs_dir: str | Path, out: str | Path | None = None, *, title: 
             shutil.rmtree(fig_dir)  # wholly generated: no stale figures survive
         fig_entries = figs.make_figures(rs, summary, analyses, fig_dir)
         fig_entries += tuning_figures(rs, fig_dir)  # shown in the Tuning section
+        fig_entries += compute_figures(summary, fig_dir)
         for e in fig_entries:
             written += [fig_dir / f for f in e["files"]]
         notes += [n for e in fig_entries for n in e.get("notes", [])]

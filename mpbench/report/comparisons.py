@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 from mpbench.errors import UserError
+from mpbench.report.compute_equivalent import multiplier_against, multiplier_lines
 from mpbench.report.formatting import (BEST_MARK, correction_name, fmt_acc, fmt_budget, fmt_n,
                                        fmt_p, fmt_pp, md_escape, test_name)
 from mpbench.report.results import load_results
@@ -142,7 +143,8 @@ def compare_labels(runs_dir: str | Path, label_a: str, label_b: str, *,
                "split": a["split"] or "test", "level": opts["level"],
                "report_correction": opts["correction"],
                "mean_a": a["top1_mean"], "std_a": a["top1_std"], "seeds_a": sorted(a["top1_by_seed"]),
-               "mean_b": b["top1_mean"], "std_b": b["top1_std"], "seeds_b": sorted(b["top1_by_seed"])}
+               "mean_b": b["top1_mean"], "std_b": b["top1_std"], "seeds_b": sorted(b["top1_by_seed"]),
+               "multiplier": multiplier_against(summary, a, label_b)}
         if a["top1_by_seed"] and b["top1_by_seed"]:
             c = compare_rows(a, b, opts["level"])
             nan = (lambda v: None if v is None or math.isnan(v) else v)
@@ -170,7 +172,7 @@ def format_comparison(rec: dict) -> str:
              f"  {rec['a']}: {fmt_acc(rec['mean_a'], rec['std_a'])} % over seeds "
              f"{' '.join(map(str, rec['seeds_a'])) or '—'}",
              f"  {rec['b']}: {fmt_acc(rec['mean_b'], rec['std_b'])} % over seeds "
-             f"{' '.join(map(str, rec['seeds_b'])) or '—'}"]
+             f"{' '.join(map(str, rec['seeds_b'])) or '—'}", *multiplier_lines(rec)]
     if rec["test"] == "none":
         d = "" if rec["diff"] is None else f"Δ {rec['diff']:+.2f} pp; "
         lines.append(f"  {d}no test possible: {rec['reason']}")

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from mpbench.report.comparisons import comparison_sections
+from mpbench.report.compute_equivalent import compute_equivalent_section
 from mpbench.report.formatting import BEST_MARK, TIED_MARK, md_escape, split_name
 from mpbench.report.header import header_lines
 from mpbench.report.markdown import markdown_table
@@ -166,6 +167,7 @@ SECTIONS: list[Section] = [header_section, results_section, legend_section, spee
                            published_section, tuning_section, side_by_side_section,
                            figures_section, failures_section, notes_section,
                            footer_section]
+SECTIONS.insert(SECTIONS.index(figures_section), compute_equivalent_section)
 
 
 def render_markdown(rs: ResultSet, summary: list[dict], fig_entries: list[dict],

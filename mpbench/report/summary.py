@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+from mpbench.report.compute_equivalent import add_compute_multipliers
 from mpbench.report.results import STATUS_ORDER, ResultSet
 
 __all__ = ["aggregate", "add_significance", "compare_rows", "budget_key", "status_text",
@@ -21,7 +22,7 @@ SPEED_COLUMNS = ("speed_train_img_s", "speed_infer_img_s")
 # extra summary fields per row: f(done runs, all runs) -> {field: value}
 ROW_FIELDS: list[Callable[[list[dict], list[dict]], dict]] = []
 # whole-frame steps after add_significance: f(summary) -> None
-SUMMARY_STEPS: list[Callable[[list[dict]], None]] = []
+SUMMARY_STEPS: list[Callable[[list[dict]], None]] = [add_compute_multipliers]
 
 
 def _mean(xs: list[float]) -> float | None:

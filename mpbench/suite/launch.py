@@ -1,4 +1,5 @@
-"""Run a suite on a SLURM cluster through submitit: one job per pending run (a job array).
+"""Run a suite on a SLURM cluster through submitit: one job per pending run (a job array),
+or, for a suite with ``tune:``, N tuning workers sharing the studies (``--tune-workers``).
 
 Each job trains its single run through the normal runner (:func:`mpbench.suite.runner.run_suite` with
 ``only=[run_id]``), so the run directory, the ``flock`` claim, atomic writes, resume from
@@ -85,6 +86,43 @@ class RunJob:
         again = RunJob(self.suite, self.plans, self.run_id, self.out, self.source,
                        self.data_root, self.device, self.attempts + 1)
         return submitit.helpers.DelayedSubmission(again)
+
+
+@dataclass
+class TuneWorkerJob:
+    """One worker of a suite with ``tune:`` as a submitit job: what a local ``mpbench run``
+    does (:func:`mpbench.suite.tuned.tune_suite`), so N jobs share the trials and then the
+    final runs through the study storage and the output directory's claims, exactly as N
+    local workers do. A preempted or timed-out job is requeued and takes its trial over from
+    the trial's checkpoint (the claim died with the process)."""
+
+    suite: dict
+    plans: list
+    worker: int
+    out: str
+    source: str | None = None
+    data_root: str | None = None
+    device: str = "auto"
+    attempts: int = field(default=0)
+
+    def __call__(self) -> dict:
+        from mpbench.config import Suite
+        from mpbench.plugins import load_plugins
+        from mpbench.suite.plan import RunPlan
+        from mpbench.suite.tuned import tune_suite
+
+        load_plugins(self.suite.get("plugins") or [], self.source or "<suite>")
+        counts = tune_suite(Suite.model_validate(self.suite), [RunPlan(**p) for p in self.plans],
+                            Path(self.out), data_root=self.data_root, device=self.device,
+                            progress=False, source=self.source or "<suite>")
+        return {"worker": self.worker, "counts": counts, "result": None}
+
+    def checkpoint(self, *args: Any, **kwargs: Any):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(TuneWorkerJob(
+            self.suite, self.plans, self.worker, self.out, self.source, self.data_root,
+            self.device, self.attempts + 1))
 
 
 def _export_torch_distributed_env() -> None:
@@ -217,6 +255,34 @@ def submit_suite(suite, plans: list, out: Path, options: SlurmOptions, *,
     return jobs
 
 
+def submit_tune_workers(suite, plans: list, out: Path, options: SlurmOptions, workers: int, *,
+                        source: str | None = None, data_root: str | None = None,
+                        device: str = "auto", echo=print) -> list:
+    """Submit ``workers`` tuning workers (one job array) for a suite with ``tune:``; each
+    trains trials while any are left, then the final runs of finished studies."""
+    from mpbench.storage import atomic_write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "suite.json", suite.model_dump(mode="json"))
+    atomic_write_json(out / "plan.json", [p.as_dict() for p in plans])
+    folder = Path(options.slurm_dir or out / "slurm")
+    executor = options.executor(folder, name=f"mpbench-{suite.name}-tune")
+    source = str(Path(source).resolve()) if source else None
+    suite_data, plan_data = suite.model_dump(mode="json"), [p.as_dict() for p in plans]
+    with executor.batch():
+        jobs = [executor.submit(TuneWorkerJob(suite_data, plan_data, w, str(out.resolve()),
+                                              source, data_root, device))
+                for w in range(workers)]
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with open(folder / "jobs.jsonl", "a") as f:
+        for w, job in enumerate(jobs):
+            f.write(json.dumps({"tune_worker": w, "job_id": job.job_id,
+                                "submitted_at": stamp}) + "\n")
+    echo(f"suite {suite.name}: {len(jobs)} tuning workers submitted (jobs "
+         f"{', '.join(j.job_id for j in jobs)}); logs in {folder}; watch with `mpbench status {out}`")
+    return jobs
+
+
 def wait(jobs: list, poll_s: float = 5.0, echo=print) -> dict[str, int]:
     """Block until every job ends; counts of the runs' outcomes (``failed`` for a dead job)."""
     counts: dict[str, int] = {}
@@ -225,6 +291,11 @@ def wait(jobs: list, poll_s: float = 5.0, echo=print) -> dict[str, int]:
     for job in jobs:
         try:
             res = job.result()
+            if "worker" in res:  # a tuning worker: the counts of what it trained
+                for k, v in res["counts"].items():
+                    if k != "wall_s" and isinstance(v, int):
+                        counts[k] = counts.get(k, 0) + v
+                continue
             status = (res["result"] or {}).get("status") or (
                 "busy" if res["counts"].get("busy") else "failed")
         except Exception as exc:  # the job died: its run stays resumable

@@ -134,10 +134,12 @@ def open_storage(suite: Suite, out: Path) -> optuna.storages.BaseStorage:
         else:
             kwargs, rdb_url = {}, with_driver(url)
             if url.startswith("sqlite:"):  # several workers: wait for a writer, do not fail
-                (out / "tune").mkdir(parents=True, exist_ok=True)
                 kwargs = {"connect_args": {"timeout": 120}}
             try:
-                _STORAGES[url] = optuna.storages.RDBStorage(rdb_url, engine_kwargs=kwargs)
+                # the first opening creates the tables: two workers doing it at once collide
+                # (PostgreSQL: UniqueViolation on pg_type), so they take turns
+                with study_lock(out / "tune", ".storage.lock"):
+                    _STORAGES[url] = optuna.storages.RDBStorage(rdb_url, engine_kwargs=kwargs)
             except Exception as exc:  # bad URL, missing driver, unreachable server
                 raise SuiteError(f"tune.storage: cannot open {url.split('@')[-1]}: "
                                  f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
@@ -155,10 +157,10 @@ def with_driver(url: str) -> str:
 
 
 @contextmanager
-def study_lock(study_dir: Path) -> Iterator[None]:
+def study_lock(study_dir: Path, name: str = ".lock") -> Iterator[None]:
     """Serialise asking and taking over trials of one study among this output dir's workers."""
     study_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(study_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(study_dir / name, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
