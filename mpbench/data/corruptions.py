@@ -15,6 +15,7 @@ N x C x H x W images:
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -59,7 +60,9 @@ def builtin_corruption(images: torch.Tensor, name: str, severity: int) -> torch.
             k = min(2 * int(np.ceil(3 * value)) + 1, 2 * (min(chunk.shape[-2:]) // 2) - 1)
             y = TF.gaussian_blur(chunk, kernel_size=[k, k], sigma=[value, value])
         elif name == "jpeg_compression":
-            y = TF.jpeg(chunk, quality=int(value))
+            with warnings.catch_warnings():  # torchvision 0.29 points to TorchCodec for JPEG
+                warnings.simplefilter("ignore", DeprecationWarning)
+                y = TF.jpeg(chunk, quality=int(value))
         elif name == "contrast":
             y = TF.adjust_contrast(chunk, value)
         elif name == "brightness":
@@ -119,7 +122,7 @@ def npy_corruptions(root: str | Path, labels: torch.Tensor | None = None,
     for f in files:
         arr = np.load(f, mmap_mode="r")
         for severity in range(1, 6):
-            rows = np.ascontiguousarray(arr[(severity - 1) * n:severity * n])
+            rows = np.array(arr[(severity - 1) * n:severity * n])  # a writable copy
             yield (f.stem, severity, torch.from_numpy(rows).permute(0, 3, 1, 2).contiguous(),
                    all_labels[(severity - 1) * n:severity * n])
 
