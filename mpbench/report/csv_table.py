@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from mpbench.report.calibration import SCORE_SUMMARY_COLUMNS
+
 __all__ = ["summary_csv", "SUMMARY_COLUMNS"]
 
 SUMMARY_COLUMNS = [
@@ -17,6 +19,7 @@ SUMMARY_COLUMNS = [
                                                       "p_beats")],
     "published_top1", "published_diff", "published_source",
     "speed_train_img_s", "speed_infer_img_s", "speed_device", "train_speed_rel", "train_speed_vs",
+    *SCORE_SUMMARY_COLUMNS,
 ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from mpbench.report.calibration_section import calibration_section
 from mpbench.report.comparisons import comparison_sections
 from mpbench.report.formatting import BEST_MARK, TIED_MARK, md_escape, split_name
 from mpbench.report.header import header_lines
@@ -159,7 +160,9 @@ def footer_section(ctx: ReportContext) -> list[str]:
 Section = Callable[[ReportContext], "list[str]"]
 # the order of report.md; a new section goes in here (e.g. after legend_section)
 SECTIONS: list[Section] = [header_section, results_section, legend_section, speed_section,
-                           published_section, figures_section, failures_section, notes_section,
+                           published_section,
+                           calibration_section,  # mpbench.report.calibration_section
+                           figures_section, failures_section, notes_section,
                            footer_section]
 
 

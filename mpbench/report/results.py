@@ -23,6 +23,8 @@ __all__ = ["ResultSet", "load_results", "copy_results", "read_json", "STATUS_ORD
 STATUS_ORDER = ("done", "diverged", "oom", "failed", "partial", "pending")
 # files of a run that a report needs (never checkpoints)
 RUN_FILES = ("config.json", "metrics.json", "result.json", "failure.json")
+# scores beyond top-1 (mpbench.training.metrics, .robustness; None in older results)
+SCORE_COLUMNS = ("nll", "ece", "brier", "superclass_top1", "corrupt_top1")
 ANALYSIS_FILES = ("path_usage_class.csv", "path_usage_superclass.csv", "specialisation.csv")
 
 
@@ -127,6 +129,8 @@ def _normalise_row(r: dict) -> dict:
         "speed_train_img_s": _num(r.get("speed_train_img_s")),
         "speed_infer_img_s": _num(r.get("speed_infer_img_s")),
         "speed_device": str(r.get("speed_device") or ""),
+        **{k: _num(r.get(k)) for k in SCORE_COLUMNS},
+        "corrupt_set": str(r.get("corrupt_set") or ""),
     }
 
 
