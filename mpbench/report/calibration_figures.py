@@ -77,14 +77,14 @@ def _budget(b) -> str:
     return "as-given" if b is None else f"{b:g}"
 
 
-def _reliability_plot(lines: list[tuple[dict, dict]], styles: dict, title: str):
+def _reliability_plot(lines: list[tuple[dict, dict, int]], styles: dict, title: str):
     fig, ax = plt.subplots(figsize=(6.5, 5.0))
     ax.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1.0, label="perfect calibration")
-    for a, pooled in lines:
+    for a, pooled, n in lines:
         pts = [(c, acc) for c, acc, n in zip(pooled["conf"], pooled["acc"], pooled["count"]) if n]
         st = styles[a["label"]]
         ax.plot([p[0] for p in pts], [p[1] for p in pts], color=st["color"], marker=st["marker"],
-                ms=4, lw=1.2, label=f"{a['label']} ({a['family']}, {a['ece_n']} seeds)")
+                ms=4, lw=1.2, label=f"{a['label']} ({a['family']}, {n} seed{'s' * (n > 1)})")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence (top-label softmax probability), mean per bin")
@@ -139,7 +139,7 @@ def calibration_figures(rs, summary: list[dict], fig_dir: Path) -> list[dict]:
                     bins = [x for x in (run_reliability(rs, r) for r in a["run_ids"] if r in done)
                             if x is not None]
                     if bins:
-                        lines.append((a, pool_reliability(bins)))
+                        lines.append((a, pool_reliability(bins), len(bins)))
                 if not lines:
                     continue
                 where = f"{b:g} GMACs" if b is not None else "models as given"

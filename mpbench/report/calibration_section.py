@@ -62,26 +62,27 @@ def _verdict(a: dict, m: str) -> str:
     return "better" if ahead else "worse"
 
 
-def _comparison(rows: list[dict], shown: list[str], corrected: str) -> list[str]:
-    """Cells "Δ (p adjusted) verdict" of each row against the budget's comparison row."""
+def _comparison(rows: list[dict], shown: list[str], corrected: str, vs: str) -> list[str]:
+    """Cells "Δ (p adjusted) verdict" of each row against ``vs``, the budget's comparison row
+    (a row without the score: "not measured")."""
     p_name = "p" if corrected == "none" else f"p ({correction_name(corrected)})"
-    head = ["model", "vs"] + [f"Δ {SCORE_TITLES[m][0]} ({p_name})" for m in shown]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 2 + ["---:"] * len(shown)) + "|"]
+    head = ["model", "vs"] + [f"Δ {SCORE_TITLES[m][0]}, {p_name}" for m in shown]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join(["---"] * 2 + ["---:"] * len(shown)) + "|"]
     for a in rows:
-        vs = next((a[f"{m}_vs_label"] for m in shown if a[f"{m}_vs_label"]), "")
-        if not vs:
+        if a["label"] == vs:
             continue
         cells = [a["label"], vs]
         for m in shown:
-            diff = a[f"{m}_vs_diff"]
             if a[f"{m}_vs_label"] is None:
                 cells.append(NOT_MEASURED if a[f"{m}_mean"] is None else "—")
                 continue
             _, scale, dec = SCORE_TITLES[m]
+            diff = a[f"{m}_vs_diff"]
             d = "—" if diff is None else f"{scale * diff:+.{dec}f}"
             cells.append(f"{d} ({fmt_p(a[f'{m}_vs_p_adj'])}) {_verdict(a, m)}")
         lines.append("| " + " | ".join(md_escape(c) for c in cells) + " |")
-    return lines + [""] if len(lines) > 2 else []
+    return lines + [""]
 
 
 def _legend(summary: list[dict], shown: list[str]) -> list[str]:
@@ -112,12 +113,14 @@ def _legend(summary: list[dict], shown: list[str]) -> list[str]:
                                   "or CIFAR-10-C / CIFAR-100-C when `dataset.corruptions_root` "
                                   "names them") + ". ")
     text += (f"{BEST_MARK} and **bold**: the budget's best for that score, significantly ahead "
-             f"of every other row (p < {level:g}, {correction_name(method).lower()}"
-             f"{' over the budget' if method != 'none' else ''}); {TIED_MARK}: "
+             f"of every other row (p < {level:g}, "
+             + ("after Holm's correction over the budget's rows" if method == "holm" else
+                "no multiple-test correction") + f"); {TIED_MARK}: "
              "not significantly behind the best. Comparisons: row minus the named row, in the "
              "column's units; a paired t test over shared seeds (Welch otherwise; an exact "
-             "rank test where the t test is undefined), as in the main table; p adjusted "
-             f"over the budget's rows for each score. \"{NOT_MEASURED}\": the runs were made "
+             "rank test where the t test is undefined), as in the main table"
+             + ("; p adjusted by Holm's method over the budget's rows, for each score"
+                if method == "holm" else "") + f". \"{NOT_MEASURED}\": the runs were made "
              "before these scores existed (or with `recipe.corruptions: false`); `mpbench "
              "evaluate RUNS_DIR` scores finished runs from their checkpoints, then `mpbench "
              "report` shows them.")
@@ -141,11 +144,12 @@ def calibration_section(ctx) -> list[str]:
         budgets = list(dict.fromkeys(a["budget_gmacs"] for a in rows))
         for b in budgets:
             group = [a for a in rows if a["budget_gmacs"] == b]
-            table = _comparison(group, shown, method)
-            if table:
-                vs = next(a[f"{m}_vs_label"] for a in group for m in shown
-                          if a[f"{m}_vs_label"])
-                where = f"{fmt_budget(b)} GMACs" if b is not None else "models as given"
-                on = f", {ds}" if len(datasets) > 1 else ""
-                md += [f"#### Budget {where}{on}: scores against {md_escape(vs)}", ""] + table
+            vs = next((a[f"{m}_vs_label"] for a in group for m in shown
+                       if a[f"{m}_vs_label"]), "")
+            if not vs:  # no score measured for two rows of this budget: nothing compared
+                continue
+            where = f"{fmt_budget(b)} GMACs" if b is not None else "models as given"
+            on = f", {ds}" if len(datasets) > 1 else ""
+            md += [f"#### Budget {where}{on}: scores against {md_escape(vs)}", ""]
+            md += _comparison(group, shown, method, vs)
     return md + _legend(summary, shown)
