@@ -203,3 +203,28 @@ def test_committed_reports_regenerate_with_the_scores_not_measured(tmp_path):
         committed = REPO / "reports" / out.name
         for name in ("report.md", "summary.csv", "table.tex"):
             assert (out / name).read_text() == (committed / name).read_text(), name
+
+
+def test_comparisons_are_holm_corrected_over_the_budget():
+    from mpbench.report.calibration import score_fields, score_significance
+
+    vals = {"ref": [0.10, 0.11, 0.13], "a": [0.20, 0.22, 0.21], "b": [0.12, 0.14, 0.13]}
+    summary = []
+    for lab, xs in vals.items():
+        done = [{"seed": s, "ece": x, "run_id": f"{lab}{s}"} for s, x in enumerate(xs)]
+        summary.append({"dataset": "d", "budget_gmacs": 1.0, "label": lab, "ref_label": "ref",
+                        "best_label": "ref", "significance_level": 0.05,
+                        "significance_correction": "holm", "n_done": 3,
+                        **score_fields(done, done)})
+    score_significance(summary)
+    pa = stats.ttest_rel(vals["a"], vals["ref"]).pvalue
+    pb = stats.ttest_rel(vals["b"], vals["ref"]).pvalue
+    # Holm over two: the smaller p times 2, the larger times 1, kept monotone
+    lo, hi = sorted([pa, pb])
+    adj = {lo: min(1.0, 2 * lo), hi: max(min(1.0, 2 * lo), hi)}
+    want = {pa: adj[pa], pb: adj[pb]}
+    a, b = summary[1], summary[2]
+    assert a["ece_vs_p"] == pytest.approx(pa) and b["ece_vs_p"] == pytest.approx(pb)
+    assert a["ece_vs_p_adj"] == pytest.approx(want[pa])
+    assert b["ece_vs_p_adj"] == pytest.approx(want[pb])
+    assert summary[0]["ece_vs_label"] is None  # the reference row itself
