@@ -4,7 +4,8 @@ With RUNS_DIR (an ``mpbench run`` output directory) it writes ``report.md``, ``s
 ``table.tex`` and ``figures/`` to ``--out`` (default ``RUNS_DIR/report``); a separate ``--out``
 such as ``reports/<name>`` also gets a copy of the results (no checkpoints) in
 ``reports/<name>/results``. Without RUNS_DIR it regenerates every ``reports/<name>/`` from the
-results stored beside it.
+results stored beside it. Runs made before the calibration and corruption scores existed show
+them as "not measured": ``mpbench evaluate RUNS_DIR`` scores them from their checkpoints.
 """
 from __future__ import annotations
 

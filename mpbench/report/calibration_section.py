@@ -105,8 +105,8 @@ def _legend(summary: list[dict], shown: list[str]) -> list[str]:
             "top-label, 15 equal-width confidence bins, L1, in percent (lower is better). "
             "Brier: Σ_k (p_k − [k = y])², mean over images (0 best, 2 worst). ")
     if "superclass_top1" in shown:
-        text += ("Superclass top-1: the fine prediction's CIFAR-100 superclass is the true "
-                 "superclass. ")
+        text += ("Superclass top-1: the fine prediction's superclass is the true superclass "
+                 "(CIFAR-100's 20 published superclasses; other data sets' own coarse labels). ")
     text += ("Corruption top-1: top-1 under common corruptions, mean over corruptions and "
              "severities, on " + ("; ".join(named) if named else
                                   f"the built-in set `{BUILTIN_SET}` (mpbench's own, not CIFAR-10-C) "
