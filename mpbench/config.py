@@ -67,6 +67,9 @@ class DatasetConfig(_Strict):
     # The batches differ between the two (decoder, resampler, RNG), so it is fingerprinted
     # and never chosen automatically
     decode: Literal["cpu", "device"] = "cpu"
+    # a folder of CIFAR-10-C / CIFAR-100-C .npy files (<corruption>.npy, labels.npy) for the
+    # corruption evaluation; None: mpbench's own built-in set (mpbench.data.corruptions)
+    corruptions_root: str | None = None
 
     @model_serializer(mode="wrap")
     def _omit_unset_split(self, handler):
@@ -75,7 +78,7 @@ class DatasetConfig(_Strict):
         return _drop_defaults(handler(self), {"val_split": None, "val_seed": 0,
                                               "loader": "auto", "memory_budget_gib": 8.0,
                                               "crop_size": None, "num_workers": None,
-                                              "decode": "cpu"})
+                                              "decode": "cpu", "corruptions_root": None})
 
     @model_validator(mode="after")
     def _loader_fields_for_image_folders(self):
@@ -156,6 +159,9 @@ class Recipe(_Strict):
     # checkpoint inside an epoch every N minutes of training (also on SIGTERM / SIGUSR1);
     # resuming continues at the next batch with the metrics of an uninterrupted run
     checkpoint_every_min: float = Field(30.0, gt=0)
+    # after the last epoch, evaluate the test set under common corruptions (one pass per
+    # corruption and severity: mpbench.training.robustness); false skips it
+    corruptions: bool = True
 
     @model_serializer(mode="wrap")
     def _omit_unset_finetune(self, handler):
@@ -165,7 +171,8 @@ class Recipe(_Strict):
                                              "eval_every": 1, "compile": False,
                                              "test_every": None, "crop_pct": 0.875,
                                              "crop_scale_min": 0.08,
-                                             "checkpoint_every_min": 30.0})
+                                             "checkpoint_every_min": 30.0,
+                                             "corruptions": True})
 
     @model_validator(mode="after")
     def _milestones_fit(self):

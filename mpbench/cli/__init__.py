@@ -12,7 +12,7 @@ import sys
 
 from mpbench.errors import Interrupted, UserError
 
-COMMANDS = ("list", "flops", "run", "status", "report", "compare", "analyze", "bench")
+COMMANDS = ("list", "flops", "run", "status", "report", "compare", "analyze", "bench", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

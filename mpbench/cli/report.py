@@ -9,6 +9,8 @@ results stored beside it.
 ``--untuned DIR`` (RUNS_DIR a tuned suite's output, DIR an untuned suite's output of the same
 models): the report adds the two rankings side by side per budget, with Kendall's tau; DIR is
 copied to ``OUT/untuned-results`` so that regenerating keeps the section.
+Runs made before the calibration and corruption scores existed show
+them as "not measured": ``mpbench evaluate RUNS_DIR`` scores them from their checkpoints.
 """
 from __future__ import annotations
 

@@ -171,6 +171,8 @@ def build_report(runs_dir: str | Path, out: str | Path | None = None, *, title: 
         fig_entries = figs.make_figures(rs, summary, analyses, fig_dir)
         fig_entries += tuning_figures(rs, fig_dir)  # shown in the Tuning section
         fig_entries += compute_figures(summary, fig_dir)
+        from mpbench.report.calibration_figures import calibration_figures
+        fig_entries += calibration_figures(rs, summary, fig_dir)
         for e in fig_entries:
             written += [fig_dir / f for f in e["files"]]
         notes += [n for e in fig_entries for n in e.get("notes", [])]

@@ -5,6 +5,7 @@ import math
 from typing import Any
 
 from mpbench.report.compute_equivalent import CSV_COLUMNS as COMPUTE_EQUIVALENT_COLUMNS
+from mpbench.report.calibration import SCORE_SUMMARY_COLUMNS
 
 __all__ = ["summary_csv", "SUMMARY_COLUMNS"]
 
@@ -20,6 +21,7 @@ SUMMARY_COLUMNS = [
     "published_top1", "published_diff", "published_source",
     "speed_train_img_s", "speed_infer_img_s", "speed_device", "train_speed_rel", "train_speed_vs",
     *COMPUTE_EQUIVALENT_COLUMNS,
+    *SCORE_SUMMARY_COLUMNS,
 ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from mpbench.report.calibration_section import calibration_section
 from mpbench.report.comparisons import comparison_sections
 from mpbench.report.compute_equivalent import compute_equivalent_section
 from mpbench.report.formatting import BEST_MARK, TIED_MARK, md_escape, split_name
@@ -164,7 +165,8 @@ def footer_section(ctx: ReportContext) -> list[str]:
 Section = Callable[[ReportContext], "list[str]"]
 # the order of report.md; a new section goes in here (e.g. after legend_section)
 SECTIONS: list[Section] = [header_section, results_section, legend_section, speed_section,
-                           published_section, tuning_section, side_by_side_section,
+                           published_section, calibration_section, tuning_section,
+                           side_by_side_section,
                            figures_section, failures_section, notes_section,
                            footer_section]
 SECTIONS.insert(SECTIONS.index(figures_section), compute_equivalent_section)

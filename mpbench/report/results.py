@@ -26,6 +26,8 @@ STATUS_ORDER = ("done", "diverged", "oom", "failed", "partial", "pending")
 RUN_FILES = ("config.json", "metrics.json", "result.json", "failure.json")
 # a tuned suite's trial records (mpbench.suite.tune writes one per study): the Tuning section's
 TUNE_FILES = ("study.json",)
+# scores beyond top-1 (mpbench.training.metrics, .robustness; None in older results)
+SCORE_COLUMNS = ("nll", "ece", "brier", "superclass_top1", "corrupt_top1")
 ANALYSIS_FILES = ("path_usage_class.csv", "path_usage_superclass.csv", "specialisation.csv")
 
 
@@ -134,6 +136,8 @@ def _normalise_row(r: dict) -> dict:
         "tuned": str(r.get("tuned") or ""), "tune_trials": _num(r.get("tune_trials")),
         "tune_best_val_top1": _num(r.get("tune_best_val_top1")),
         "tune_cost_s": _num(r.get("tune_cost_s")),
+        **{k: _num(r.get(k)) for k in SCORE_COLUMNS},
+        "corrupt_set": str(r.get("corrupt_set") or ""),
     }
 
 

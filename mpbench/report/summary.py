@@ -12,6 +12,7 @@ import math
 from typing import Callable
 
 from mpbench.report.compute_equivalent import add_compute_multipliers
+from mpbench.report.calibration import score_fields, score_significance
 from mpbench.report.results import STATUS_ORDER, ResultSet
 
 __all__ = ["aggregate", "add_significance", "compare_rows", "budget_key", "status_text",
@@ -20,9 +21,10 @@ __all__ = ["aggregate", "add_significance", "compare_rows", "budget_key", "statu
 
 SPEED_COLUMNS = ("speed_train_img_s", "speed_infer_img_s")
 # extra summary fields per row: f(done runs, all runs) -> {field: value}
-ROW_FIELDS: list[Callable[[list[dict], list[dict]], dict]] = []
+ROW_FIELDS: list[Callable[[list[dict], list[dict]], dict]] = [score_fields]
 # whole-frame steps after add_significance: f(summary) -> None
-SUMMARY_STEPS: list[Callable[[list[dict]], None]] = [add_compute_multipliers]
+SUMMARY_STEPS: list[Callable[[list[dict]], None]] = [add_compute_multipliers,
+                                                      score_significance]
 
 
 def _mean(xs: list[float]) -> float | None:

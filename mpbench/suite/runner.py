@@ -46,6 +46,7 @@ from mpbench.storage import (atomic_write_json, atomic_write_text, is_disk_full,
 RESULT_COLUMNS = [
     "suite", "run_id", "model", "label", "family", "budget_gmacs", "gmacs", "params",
     "deviation", "knob", "knob_value", "seed", "epochs", "top1", "top5", "val_top1", "val_top5",
+    "nll", "ece", "brier", "superclass_top1", "corrupt_top1", "corrupt_set",
     "train_images", "val_images", "test_images", "test_evals", "test_curve", "train_time_s",
     "img_per_s", "speed_train_img_s", "speed_infer_img_s", "speed_batch_size", "speed_device",
     "status", "dataset", "device", "finished_at",
@@ -75,8 +76,12 @@ def run_config(plan: RunPlan, suite: Suite, source: str | None = None) -> dict:
 #: config fields that do not change a run's outcome: changing them under an existing --out is fine.
 #: How often a run is evaluated changes its curves, never its weights: runs made before
 #: `test_every` existed evaluated the test set every `eval_every` epochs, and stay resumable.
-NOT_FINGERPRINTED = {"dataset": ("num_workers",),
-                     "recipe": ("checkpoint_every_min", "eval_every", "test_every")}
+#: Nor do the extra evaluations after the last epoch (corruptions): `mpbench evaluate` adds them.
+NOT_FINGERPRINTED = {"dataset": ("num_workers", "corruptions_root"),
+                     "recipe": ("checkpoint_every_min", "eval_every", "test_every",
+                                "corruptions")}
+#: scores of an evaluation beyond top-1 (mpbench.training.metrics), per split
+SCORES = ("nll", "ece", "brier", "superclass_top1")
 
 
 def _fingerprint(config: dict) -> dict:
@@ -221,9 +226,23 @@ def result_row(config: dict, status: str, history: list[dict], train_time_s: flo
         row.update(tuned=json.dumps(tune["values"], sort_keys=True),
                    tune_trials=tune["trials"], tune_best_val_top1=tune["best_val_top1"],
                    tune_cost_s=tune["cost_s"])
+    row.update(evaluation_fields(history))
     if error:
         row["error"] = error
     return row
+
+
+def evaluation_fields(history: list[dict]) -> dict:
+    """The last test and validation evaluations' calibration scores and reliability
+    histograms (None where a run made before them, or not evaluated, lacks them)."""
+    last = history[-1] if history else {}
+    val = next((h for h in reversed(history) if h.get("val_top1") is not None), {})
+    out = {k: last.get(f"test_{k}") for k in SCORES}
+    out.update({f"val_{k}": val.get(f"val_{k}") for k in SCORES if f"val_{k}" in val})
+    out["reliability"] = last.get("test_reliability")
+    if val.get("val_reliability") is not None:
+        out["val_reliability"] = val["val_reliability"]
+    return out
 
 
 def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.device,
@@ -287,6 +306,7 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
                         progress=progress, desc=plan.run_id,
                         callbacks=recipe_callbacks(suite.recipe))
             row = result_row(config, "done", res.history, res.train_time_s, str(device))
+            row.update(measure_corruptions(model, data, suite, device, note))
             row.update(measure_speed(plan, model, data, suite, device, res, note))
             break
         except Interrupted as exc:  # SIGTERM / SIGUSR1: checkpointed; the process stops
@@ -316,6 +336,22 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
         (run_dir / "failure.json").unlink(missing_ok=True)
         _log(run_dir, f"finished: {row['status']}, top1 {row['top1']}")
     return row
+
+
+def measure_corruptions(model: torch.nn.Module, data, suite: Suite, device: torch.device,
+                        note: Callable[[str], None]) -> dict:
+    """Top-1 under corruptions (:func:`mpbench.training.robustness.evaluate_corruptions`); on
+    one process a failure (e.g. out of memory) costs these fields, not the run."""
+    from mpbench.training.distributed import is_distributed
+    from mpbench.training.robustness import evaluate_corruptions, not_measured
+
+    try:
+        return evaluate_corruptions(model, data, suite.recipe, suite.dataset, device, note)
+    except Exception as exc:
+        if is_distributed():
+            raise  # the ranks cannot go on out of step
+        note(f"corruption evaluation failed ({type(exc).__name__}: {exc}); fields left empty")
+        return not_measured()
 
 
 def measure_speed(plan: RunPlan, model: torch.nn.Module, data, suite: Suite,
@@ -382,8 +418,9 @@ def write_results_csv(out: Path) -> Path:
     import pandas as pd
 
     with output_lock(out):
-        rows = collect_results(out)
-        extra = sorted({k for r in rows for k in r} - set(RESULT_COLUMNS))
+        rows = collect_results(out)  # nested fields (histograms) stay in result.json only
+        extra = sorted({k for r in rows for k, v in r.items() if not isinstance(v, (dict, list))}
+                       - set(RESULT_COLUMNS))
         frame = pd.DataFrame(rows, columns=RESULT_COLUMNS + extra)
         path = out / "results.csv"
         atomic_write_text(path, frame.to_csv(index=False))
@@ -418,6 +455,9 @@ def _run_suite(suite: Suite, plans: list[RunPlan], out: Path, *, data_root, devi
     from mpbench.data import load_dataset
     from mpbench.training.distributed import agree, is_distributed, is_main, main_first, setup
 
+    if suite.recipe.corruptions and suite.dataset.corruptions_root:  # before anything is written
+        from mpbench.data.corruptions import check_corruptions_root
+        check_corruptions_root(suite.dataset.corruptions_root)
     dev = setup(device)  # resolve_device(device), joining torchrun's process group if any
     if not is_main():
         echo, progress = (lambda *_: None), False

@@ -96,33 +96,25 @@ def loss_fn(model: nn.Module, out: torch.Tensor, y: torch.Tensor, smoothing: flo
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader, autocast, split: str = "test") -> dict:
-    """Loss, top-1 and top-5 (percent) over every image of ``loader`` once, as
-    ``<split>_loss``, ``<split>_top1``, ``<split>_top5`` (split: test or val)."""
+def evaluate(model: nn.Module, loader: BatchLoader, autocast, split: str = "test",
+             coarse_of: torch.Tensor | None = None) -> dict:
+    """Every image of ``loader`` once: ``<split>_loss``, ``_top1``, ``_top5`` (percent) and
+    the calibration scores of :class:`~mpbench.training.metrics.EvalScores` (``_nll``,
+    ``_ece``, ``_brier``, ``_reliability``; ``_superclass_top1`` with ``coarse_of``)."""
+    from mpbench.training.metrics import EvalScores
+
     model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=loader.device)
-    correct1 = torch.zeros((), dtype=torch.int64, device=loader.device)
-    correct5 = torch.zeros((), dtype=torch.int64, device=loader.device)
-    n = 0
+    scores = EvalScores(loader.device, coarse_of)
     for x, y in loader:
         with autocast:
             out = model(x)
-        out = out.float()
-        loss_sum += F.cross_entropy(out, y, reduction="sum").double()
-        top = out.topk(min(5, out.shape[1]), dim=1).indices
-        hits = top == y[:, None]
-        correct1 += hits[:, 0].sum()
-        correct5 += hits.any(dim=1).sum()
-        n += len(y)
-    from mpbench.training.distributed import all_reduce_sum  # each rank saw its share: sum them
-    loss_sum, correct1, correct5, n = all_reduce_sum(loss_sum, correct1, correct5, torch.tensor(n))
-    n = int(n)
-    return {f"{split}_loss": loss_sum.item() / n, f"{split}_top1": 100.0 * correct1.item() / n,
-            f"{split}_top5": 100.0 * correct5.item() / n}
+        scores.update(out, y)
+    return scores.result(split)  # summed over ranks: each rank saw its share
 
 
 def not_evaluated(split: str) -> dict:
-    return {f"{split}_loss": None, f"{split}_top1": None, f"{split}_top5": None}
+    from mpbench.training.metrics import score_names
+    return dict.fromkeys(score_names(split))
 
 
 def make_val_loader(data: Dataset, recipe: Recipe, device: torch.device,
@@ -217,6 +209,8 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
         start_batch = int(resume.get("batch", 0))  # a mid-epoch checkpoint: the next batch
         partial = resume.get("partial")
     autocast = autocast_for(device, recipe)
+    from mpbench.data.superclasses import superclass_map
+    coarse_of = superclass_map(data)  # superclass top-1 where the data set has coarse labels
     from mpbench.training import distributed as ddp
     net = ddp.wrap_ddp(model, device)  # ``model`` itself unless under torchrun
     if recipe.compile:  # training forward only; evaluation and checkpoints use ``model``
@@ -289,8 +283,9 @@ def train(model: nn.Module, data: Dataset, recipe: Recipe, *, seed: int,
         loss_sum, correct, seen = ddp.end_of_epoch(model, loss_sum, correct, seen)  # global
         do_val, do_test = evaluates(recipe, epoch + 1, val_loader is not None)
         do_test = do_test and evaluate_test
-        metrics = {**(evaluate(model, test_loader, autocast) if do_test else not_evaluated("test")),
-                   **(evaluate(model, val_loader, autocast, "val") if do_val
+        metrics = {**(evaluate(model, test_loader, autocast, coarse_of=coarse_of) if do_test
+                      else not_evaluated("test")),
+                   **(evaluate(model, val_loader, autocast, "val", coarse_of) if do_val
                       else not_evaluated("val"))}
         result.train_time_s += train_s
         metrics = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"],
