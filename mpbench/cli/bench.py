@@ -15,7 +15,7 @@ def add_parser(sub) -> None:
                     "img/s, inference img/s, achieved GFLOP/s (2 FLOPs per MAC, x3 for a "
                     "training step), the measured matmul peak and MFU. Medians over repeats, "
                     "repeats interleaved across models, all in one process.")
-    p.add_argument("models", nargs="+", metavar="MODEL",
+    p.add_argument("models", nargs="*", metavar="MODEL",
                    help="registered model, optionally NAME:key=value[:key=value] "
                         "(e.g. mp_resnet20_p4_fdcc:path_conv=loop); the key channels_last=on|off "
                         "is a benchmark option, not a model argument")
@@ -60,6 +60,16 @@ def add_parser(sub) -> None:
     p.add_argument("--decode", choices=("cpu", "device"), default="cpu",
                    help="--loader stream: decode JPEGs in the workers (cpu) or on --device "
                         "(dataset.decode: device)")
+    p.add_argument("--no-memory", action="store_true",
+                   help="skip the activations and peak training/inference memory (measured "
+                        "after the timing, each model in a fresh child process on CPU; "
+                        "docs/memory.md)")
+    p.add_argument("--memory-of", metavar="RUNS_DIR",
+                   help="instead of benchmarking: add activations and peak memory, measured "
+                        "here on --device, to the finished runs of RUNS_DIR that lack them "
+                        "(result.json and results.csv; --data-root for image folders)")
+    p.add_argument("--force", action="store_true",
+                   help="--memory-of: measure runs that already have memory figures too")
     p.set_defaults(func=run)
 
 
@@ -76,6 +86,10 @@ def run(args) -> int:
         if args.threads < 1:
             raise UserError("--threads must be >= 1")
         torch.set_num_threads(args.threads)
+    if args.memory_of:
+        return _run_memory_of(args)
+    if not args.models:
+        raise UserError("give one or more MODELs (or --memory-of RUNS_DIR)")
     if args.loader == "stream":
         return _run_stream(args)
     if args.decode != "cpu":
@@ -91,9 +105,15 @@ def run(args) -> int:
                            interleave=args.interleave, compile=args.compile,
                            progress=say)
     machine = machine_info(results[0].device)
+    memory = None
+    if not args.no_memory:
+        from mpbench.bench.memory import bench_memory
+        memory = bench_memory(results, device=results[0].device, num_classes=args.classes,
+                              progress=say)
     if args.json:
-        print(json.dumps({"machine": machine, "results": [r.as_dict() for r in results]},
-                         indent=2))
+        print(json.dumps({"machine": machine, "results": [
+            {**r.as_dict(), **(memory[i] if memory else {})} for i, r in enumerate(results)]},
+            indent=2))
         return 0
     r0 = results[0]
     print(f"device {r0.device} ({machine.get('gpu') or machine['cpu']}, {r0.threads} threads), "
@@ -115,6 +135,8 @@ def run(args) -> int:
     print("train/e2e/infer: img/s (model-only training on a fixed batch / training fed by "
           "BatchLoader / inference); pipe = 1 - e2e/train; loader = BatchLoader alone per batch, "
           "share = loader / (loader + model-only step)")
+    if memory:
+        _print_memory(results, memory, name_w)
     if args.profile:
         from mpbench.bench import profile_train_step
 
@@ -125,6 +147,33 @@ def run(args) -> int:
                                      num_classes=args.classes, amp=args.amp,
                                      channels_last=args.channels_last))
     return 0
+
+
+def _print_memory(results, memory: list[dict], name_w: int) -> None:
+    from mpbench.bench.memory import format_mb
+
+    method = next((m["mem_method"] for m in memory if m.get("mem_method")), "not measured")
+    print(f"\nmemory at batch {results[0].batch_size} ({method}; peaks above the process "
+          f"before the model was built; activations: fvcore, batch 1)")
+    print(f"{'model':<{name_w}}  {'acts (M)':>8}  {'train peak':>10}  {'infer peak':>10}")
+    for r, m in zip(results, memory):
+        print(f"{r.label:<{name_w}}  {m['activations_m']:8.3f}  "
+              f"{format_mb(m['train_peak_mem_mb']):>10}  {format_mb(m['infer_peak_mem_mb']):>10}"
+              + (f"  ({m['mem_error']})" if m.get("mem_error") else ""))
+
+
+def _run_memory_of(args) -> int:
+    from mpbench.errors import UserError
+    from mpbench.suite.backfill import fill_memory
+
+    if args.models:
+        raise UserError("--memory-of RUNS_DIR takes no MODEL (it measures the runs' models)")
+    counts = fill_memory(args.memory_of, device=args.device, data_root=args.data_root,
+                         force=args.force, echo=print)
+    print(json.dumps(counts) if args.json else
+          f"{counts['filled']} run(s) filled, {counts['skipped']} already had memory, "
+          f"{counts['busy']} busy, {counts['failed']} failed")
+    return 1 if counts["failed"] else 0
 
 
 def _run_stream(args) -> int:
