@@ -144,6 +144,8 @@ def build_report(runs_dir: str | Path, out: str | Path | None = None, *, title: 
         if fig_dir.exists():
             shutil.rmtree(fig_dir)  # wholly generated: no stale figures survive
         fig_entries = figs.make_figures(rs, summary, analyses, fig_dir)
+        from mpbench.report.memory_figure import memory_figures
+        fig_entries += memory_figures(summary, fig_dir)
         for e in fig_entries:
             written += [fig_dir / f for f in e["files"]]
         notes += [n for e in fig_entries for n in e.get("notes", [])]

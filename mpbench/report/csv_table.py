@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from mpbench.report.memory import CSV_COLUMNS as MEMORY_COLUMNS
+
 __all__ = ["summary_csv", "SUMMARY_COLUMNS"]
 
 SUMMARY_COLUMNS = [
@@ -18,6 +20,7 @@ SUMMARY_COLUMNS = [
     "published_top1", "published_diff", "published_source",
     "speed_train_img_s", "speed_infer_img_s", "speed_device", "train_speed_rel", "train_speed_vs",
 ]
+SUMMARY_COLUMNS += MEMORY_COLUMNS  # report.memory
 
 
 def _csv_value(v: Any) -> str:

@@ -13,6 +13,7 @@ from mpbench.report.comparisons import comparison_sections
 from mpbench.report.formatting import BEST_MARK, TIED_MARK, md_escape, split_name
 from mpbench.report.header import header_lines
 from mpbench.report.markdown import markdown_table
+from mpbench.report.memory import memory_section
 from mpbench.report.results import ResultSet
 
 __all__ = ["ReportContext", "SECTIONS", "render_markdown"]
@@ -161,6 +162,7 @@ Section = Callable[[ReportContext], "list[str]"]
 SECTIONS: list[Section] = [header_section, results_section, legend_section, speed_section,
                            published_section, figures_section, failures_section, notes_section,
                            footer_section]
+SECTIONS.insert(SECTIONS.index(published_section) + 1, memory_section)  # report.memory
 
 
 def render_markdown(rs: ResultSet, summary: list[dict], fig_entries: list[dict],

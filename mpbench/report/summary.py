@@ -12,6 +12,7 @@ import math
 from typing import Callable
 
 from mpbench.report.results import STATUS_ORDER, ResultSet
+from mpbench.report.memory import memory_fields
 
 __all__ = ["aggregate", "add_significance", "compare_rows", "budget_key", "status_text",
            "suite_comparison_options", "label_order", "SPEED_COLUMNS", "ROW_FIELDS",
@@ -193,3 +194,6 @@ def suite_comparison_options(suite: dict) -> dict:
 def label_order(rs: ResultSet) -> list[str]:
     models = rs.suite.get("models") or []
     return [m.get("label") or m.get("name") for m in models]
+
+
+ROW_FIELDS.append(memory_fields)  # report.memory: activations, peak memory
