@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,44 @@ def _resnet18_hand() -> int:
     """CIFAR ResNet-18: stem conv 64x32x32; stage 1: 4 convs 64x32x32; stages 2-4: 4 convs
     each plus a 1x1 downsampling conv, at 128x16x16, 256x8x8, 512x4x4; fc 100."""
     return (64 * 32 * 32 * 5 + 128 * 16 * 16 * 5 + 256 * 8 * 8 * 5 + 512 * 4 * 4 * 5 + 100)
+
+
+# --------------------------------------------------------------------------- --max-batch
+
+@pytest.mark.parametrize("limit,start,cap", [(37, 1, 4096), (1, 1, 64), (64, 1, 64),
+                                              (100, 1, 64), (1000, 3, 4096), (4, 8, 64)])
+def test_largest_fitting_finds_the_threshold_by_doubling_then_bisection(limit, start, cap):
+    from mpbench.bench.max_batch import largest_fitting
+
+    calls = []
+
+    def fits(b):
+        calls.append(b)
+        return b <= limit
+
+    best = largest_fitting(fits, start, cap)
+    expect = None if limit < start else min(limit, cap)
+    assert best == expect, calls
+    assert len(calls) == len(set(calls))  # never the same batch twice
+    assert len(calls) <= 2 * max(1, (cap // start).bit_length()) + 1, calls
+
+
+def test_max_batch_on_cpu_stays_under_the_limit_and_the_next_batch_does_not(capsys):
+    """A limit between the measured peaks of batches 16 and 32 of the tiny net: the answer
+    lies in [16, 32), its peak within the limit, and a batch one above it measured over."""
+    from mpbench.bench.max_batch import max_batch
+    from mpbench.cli import main
+
+    job = MemoryJob("cifar_resnet_tiny", {"num_classes": 10}, 1, (3, 32, 32), 10, "off", "off")
+    p16 = measure_memory(replace(job, batch_size=16), "cpu")["train_peak_mem_mb"]
+    p32 = measure_memory(replace(job, batch_size=32), "cpu")["train_peak_mem_mb"]
+    assert p32 > p16
+    limit = (p16 + p32) / 2
+    res = max_batch(job, "cpu", mem_limit_mb=limit, cap=256)
+    assert 16 <= res["max_batch"] < 32, res
+    assert res["peak_at_max_mb"] <= limit
+    over = [p for p in res["probes"] if p["batch_size"] == res["max_batch"] + 1]
+    assert over and over[0]["train_peak_mem_mb"] > limit, res["probes"]
+    # the command: CPU without a limit is one line, exit 2
+    assert main(["bench", "cifar_resnet_tiny", "--max-batch", "--device", "cpu"]) == 2
+    assert "--mem-limit" in capsys.readouterr().err

@@ -70,6 +70,15 @@ def add_parser(sub) -> None:
                         "(result.json and results.csv; --data-root for image folders)")
     p.add_argument("--force", action="store_true",
                    help="--memory-of: measure runs that already have memory figures too")
+    p.add_argument("--max-batch", action="store_true",
+                   help="instead of benchmarking: the largest training batch of each MODEL "
+                        "that fits --device (doubling, then bisection; CUDA out of memory "
+                        "caught; on CPU against --mem-limit); --budget matches first")
+    p.add_argument("--mem-limit", type=float, metavar="MB",
+                   help="--max-batch: the most peak training memory (MiB) a batch may take "
+                        "(required on CPU)")
+    p.add_argument("--max-batch-cap", type=int, default=4096, metavar="N",
+                   help="--max-batch: the largest batch tried (default 4096)")
     p.set_defaults(func=run)
 
 
@@ -90,6 +99,8 @@ def run(args) -> int:
         return _run_memory_of(args)
     if not args.models:
         raise UserError("give one or more MODELs (or --memory-of RUNS_DIR)")
+    if args.max_batch:
+        return _run_max_batch(args)
     if args.loader == "stream":
         return _run_stream(args)
     if args.decode != "cpu":
@@ -160,6 +171,53 @@ def _print_memory(results, memory: list[dict], name_w: int) -> None:
         print(f"{r.label:<{name_w}}  {m['activations_m']:8.3f}  "
               f"{format_mb(m['train_peak_mem_mb']):>10}  {format_mb(m['infer_peak_mem_mb']):>10}"
               + (f"  ({m['mem_error']})" if m.get("mem_error") else ""))
+
+
+def _run_max_batch(args) -> int:
+    import sys
+
+    from mpbench.bench import parse_model_spec
+    from mpbench.bench.max_batch import max_batch
+    from mpbench.bench.memory import MemoryJob
+    from mpbench.cli.flops import parse_args_tokens
+    from mpbench.complexity.matching import match_budget
+    from mpbench.errors import UserError
+    from mpbench.training.device import resolve_device
+
+    device = resolve_device(str(args.device))
+    if device.type != "cuda" and args.mem_limit is None:
+        raise UserError(f"--max-batch on {device.type}: give --mem-limit MB (nothing runs out "
+                        "of memory on a CPU before the machine does)")
+    if args.mem_limit is not None and not args.mem_limit > 0:
+        raise UserError(f"--mem-limit must be a positive number of MiB, got {args.mem_limit}")
+    if args.max_batch_cap < 1:
+        raise UserError(f"--max-batch-cap must be >= 1, got {args.max_batch_cap}")
+    common = parse_args_tokens(args.args)
+    say = None if args.json else (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
+    rows = []
+    for text in args.models:
+        spec = parse_model_spec(text, common)
+        model_args = {k: v for k, v in spec.args.items() if k != "channels_last"}
+        if args.budget is not None:
+            model_args = match_budget(spec.name, args.budget, model_args,
+                                      num_classes=args.classes).args
+        job = MemoryJob(spec.name, {**model_args, "num_classes": args.classes}, 1,
+                        (3, 32, 32), args.classes, args.amp,
+                        str(spec.args.get("channels_last", args.channels_last)))
+        res = max_batch(job, device, mem_limit_mb=args.mem_limit, cap=args.max_batch_cap,
+                        progress=say)
+        rows.append({"model": spec.display, **res})
+    if args.json:
+        print(json.dumps({"device": str(device), "results": rows}, indent=2))
+        return 0
+    limit = f"{args.mem_limit:g} MiB" if args.mem_limit else "the device's memory"
+    print(f"largest training batch on {device} within {limit} "
+          f"(doubling, then bisection; cap {args.max_batch_cap})")
+    for r in rows:
+        best = "none fits" if r["max_batch"] is None else str(r["max_batch"])
+        at = f"  ({r['peak_at_max_mb']:.0f} MiB, {r['mem_method']})" if r["peak_at_max_mb"] else ""
+        print(f"{r['model']:<32}  {best:>9}{at}")
+    return 0
 
 
 def _run_memory_of(args) -> int:
