@@ -175,6 +175,19 @@ def test_bench_prints_the_memory_table_with_its_method(capsys):
     assert row["mem_method"].startswith("cpu-") and row["mem_batch_size"] == 4
 
 
+def test_bench_memory_only_skips_the_timing(capsys):
+    from mpbench.cli import main
+
+    rc = main(["bench", "--memory-only", "cifar_resnet_tiny", "--batch-size", "4", "--device",
+               "cpu", "--classes", "10", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    (row,) = out["results"]
+    assert "train_img_s" not in row and row["train_peak_mem_mb"] > row["infer_peak_mem_mb"] > 0
+    assert row["mem_batch_size"] == 4 and row["args"]["num_classes"] == 10
+    assert main(["bench", "--memory-only", "cifar_resnet_tiny", "--budget", "-1"]) == 2
+
+
 # --------------------------------------------------------------------------- the shipped suite
 
 @pytest.mark.slow

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 __all__ = ["MemoryJob", "MeasurementError", "measure_memory", "MEMORY_FIELDS",
-           "memory_enabled", "measure_in_process", "format_mb", "bench_memory"]
+           "memory_enabled", "measure_in_process", "format_mb", "bench_memory", "memory_row"]
 
 #: the result fields a measurement fills (results.csv columns; ``None`` = not measured)
 MEMORY_FIELDS = ("train_peak_mem_mb", "infer_peak_mem_mb", "mem_method", "mem_device")
@@ -324,14 +324,27 @@ def format_mb(value: float | None) -> str:
 
 
 
-def bench_memory(results, *, device: str | torch.device = "cpu", num_classes: int = 100,
-                 input_size=(3, 32, 32), timeout_s: float = 300.0,
-                 progress=None) -> list[dict]:
-    """Activations and memory of each :class:`~mpbench.bench.throughput.BenchResult`, measured
-    after (and apart from) the timing, at its batch size, dtype and memory format. A failed
+def memory_row(job: MemoryJob, device: str | torch.device = "cpu", *,
+               timeout_s: float = 300.0) -> dict:
+    """Activations (millions, batch 1) and the :data:`MEMORY_FIELDS` of ``job``; a failed
     measurement gives ``None`` figures and its reason in ``mem_error``."""
     from mpbench.complexity.activations import activations_model
 
+    item = {"activations_m": activations_model(job.model, job.args, input_size=job.input_size,
+                                               num_classes=job.num_classes) / 1e6,
+            **dict.fromkeys(MEMORY_FIELDS)}
+    try:
+        item.update(measure_memory(job, device, timeout_s=timeout_s))
+    except MeasurementError as exc:
+        item["mem_error"] = str(exc)
+    return item
+
+
+def bench_memory(results, *, device: str | torch.device = "cpu", num_classes: int = 100,
+                 input_size=(3, 32, 32), timeout_s: float = 300.0,
+                 progress=None) -> list[dict]:
+    """:func:`memory_row` of each :class:`~mpbench.bench.throughput.BenchResult`, measured
+    after (and apart from) the timing, at its batch size, dtype and memory format."""
     say = progress or (lambda _msg: None)
     out = []
     for r in results:
@@ -339,12 +352,5 @@ def bench_memory(results, *, device: str | torch.device = "cpu", num_classes: in
         job = MemoryJob(r.model, dict(r.args), r.batch_size, tuple(input_size), num_classes,
                         "bf16" if r.dtype == "bfloat16" else "off",
                         "on" if r.channels_last else "off")
-        item = {"activations_m": activations_model(r.model, r.args, input_size=input_size,
-                                                   num_classes=num_classes) / 1e6,
-                **dict.fromkeys(MEMORY_FIELDS)}
-        try:
-            item.update(measure_memory(job, device, timeout_s=timeout_s))
-        except MeasurementError as exc:
-            item["mem_error"] = str(exc)
-        out.append(item)
+        out.append(memory_row(job, device, timeout_s=timeout_s))
     return out

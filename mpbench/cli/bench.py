@@ -64,6 +64,9 @@ def add_parser(sub) -> None:
                    help="skip the activations and peak training/inference memory (measured "
                         "after the timing, each model in a fresh child process on CPU; "
                         "docs/memory.md)")
+    p.add_argument("--memory-only", action="store_true",
+                   help="skip the timing: activations and peak memory of each MODEL alone "
+                        "(--budget matches first; --batch-size, --amp, --channels-last apply)")
     p.add_argument("--memory-of", metavar="RUNS_DIR",
                    help="instead of benchmarking: add activations and peak memory, measured "
                         "here on --device, to the finished runs of RUNS_DIR that lack them "
@@ -101,6 +104,8 @@ def run(args) -> int:
         raise UserError("give one or more MODELs (or --memory-of RUNS_DIR)")
     if args.max_batch:
         return _run_max_batch(args)
+    if args.memory_only:
+        return _run_memory_only(args)
     if args.loader == "stream":
         return _run_stream(args)
     if args.decode != "cpu":
@@ -147,7 +152,7 @@ def run(args) -> int:
           "BatchLoader / inference); pipe = 1 - e2e/train; loader = BatchLoader alone per batch, "
           "share = loader / (loader + model-only step)")
     if memory:
-        _print_memory(results, memory, name_w)
+        _print_memory([r.label for r in results], r0.batch_size, memory, name_w)
     if args.profile:
         from mpbench.bench import profile_train_step
 
@@ -160,27 +165,71 @@ def run(args) -> int:
     return 0
 
 
-def _print_memory(results, memory: list[dict], name_w: int) -> None:
+def _print_memory(labels: list[str], batch_size: int, memory: list[dict], name_w: int) -> None:
     from mpbench.bench.memory import format_mb
 
     method = next((m["mem_method"] for m in memory if m.get("mem_method")), "not measured")
-    print(f"\nmemory at batch {results[0].batch_size} ({method}; peaks above the process "
-          f"before the model was built; activations: fvcore, batch 1)")
+    device = next((m["mem_device"] for m in memory if m.get("mem_device")), "")
+    print(f"\nmemory at batch {batch_size} ({method}{' on ' + device if device else ''}; "
+          f"peaks above the process before the model was built; activations: fvcore, batch 1)")
     print(f"{'model':<{name_w}}  {'acts (M)':>8}  {'train peak':>10}  {'infer peak':>10}")
-    for r, m in zip(results, memory):
-        print(f"{r.label:<{name_w}}  {m['activations_m']:8.3f}  "
+    for label, m in zip(labels, memory):
+        print(f"{label:<{name_w}}  {m['activations_m']:8.3f}  "
               f"{format_mb(m['train_peak_mem_mb']):>10}  {format_mb(m['infer_peak_mem_mb']):>10}"
               + (f"  ({m['mem_error']})" if m.get("mem_error") else ""))
+
+
+def _memory_jobs(args, batch_size: int) -> list[tuple[str, object]]:
+    """(label, MemoryJob) per MODEL: its arguments (matched to --budget first), the batch."""
+    from mpbench.bench import parse_model_spec
+    from mpbench.bench.memory import MemoryJob
+    from mpbench.cli.flops import parse_args_tokens
+    from mpbench.complexity.matching import match_budget
+
+    common = parse_args_tokens(args.args)
+    out = []
+    for text in args.models:
+        spec = parse_model_spec(text, common)
+        model_args = {k: v for k, v in spec.args.items() if k != "channels_last"}
+        if args.budget is not None:
+            model_args = match_budget(spec.name, args.budget, model_args,
+                                      num_classes=args.classes).args
+        out.append((spec.display, MemoryJob(
+            spec.name, {**model_args, "num_classes": args.classes}, batch_size, (3, 32, 32),
+            args.classes, args.amp, str(spec.args.get("channels_last", args.channels_last)))))
+    return out
+
+
+def _run_memory_only(args) -> int:
+    import sys
+
+    from mpbench.bench.memory import memory_row
+    from mpbench.errors import UserError
+    from mpbench.training.device import resolve_device
+
+    if args.budget is not None and not args.budget > 0:
+        raise UserError(f"--budget must be a positive number of GMACs, got {args.budget}")
+    device = resolve_device(str(args.device))
+    jobs = _memory_jobs(args, args.batch_size)
+    rows = []
+    for label, job in jobs:
+        if not args.json:
+            print(f"  memory of {label} at batch {job.batch_size}", file=sys.stderr, flush=True)
+        rows.append({"model": label, **memory_row(job, device)})
+    if args.json:
+        print(json.dumps({"device": str(device), "batch_size": args.batch_size,
+                          "results": [{**r, "args": j.args} for r, (_, j) in zip(rows, jobs)]},
+                         indent=2, default=str))
+        return 0
+    _print_memory([label for label, _ in jobs], args.batch_size, rows,
+                  max(len(label) for label, _ in jobs))
+    return 0
 
 
 def _run_max_batch(args) -> int:
     import sys
 
-    from mpbench.bench import parse_model_spec
     from mpbench.bench.max_batch import max_batch
-    from mpbench.bench.memory import MemoryJob
-    from mpbench.cli.flops import parse_args_tokens
-    from mpbench.complexity.matching import match_budget
     from mpbench.errors import UserError
     from mpbench.training.device import resolve_device
 
@@ -192,21 +241,12 @@ def _run_max_batch(args) -> int:
         raise UserError(f"--mem-limit must be a positive number of MiB, got {args.mem_limit}")
     if args.max_batch_cap < 1:
         raise UserError(f"--max-batch-cap must be >= 1, got {args.max_batch_cap}")
-    common = parse_args_tokens(args.args)
     say = None if args.json else (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
     rows = []
-    for text in args.models:
-        spec = parse_model_spec(text, common)
-        model_args = {k: v for k, v in spec.args.items() if k != "channels_last"}
-        if args.budget is not None:
-            model_args = match_budget(spec.name, args.budget, model_args,
-                                      num_classes=args.classes).args
-        job = MemoryJob(spec.name, {**model_args, "num_classes": args.classes}, 1,
-                        (3, 32, 32), args.classes, args.amp,
-                        str(spec.args.get("channels_last", args.channels_last)))
+    for label, job in _memory_jobs(args, 1):
         res = max_batch(job, device, mem_limit_mb=args.mem_limit, cap=args.max_batch_cap,
                         progress=say)
-        rows.append({"model": spec.display, **res})
+        rows.append({"model": label, **res})
     if args.json:
         print(json.dumps({"device": str(device), "results": rows}, indent=2))
         return 0
