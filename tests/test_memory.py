@@ -44,6 +44,16 @@ def test_activations_of_resnet20_match_a_hand_count():
                              num_classes=100) == hand == 200_804
 
 
+def test_flops_prints_and_returns_the_activations(capsys):
+    from mpbench.cli import main
+
+    assert main(["flops", "cifar_resnet20", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["activations"] == 200_804 and out["activations_m"] == pytest.approx(0.200804)
+    assert main(["flops", "cifar_resnet20"]) == 0
+    assert "activations 0.201M" in capsys.readouterr().out
+
+
 # --------------------------------------------------------------------------- measured peaks
 
 def _peak(model, args, batch, classes=100):

@@ -105,8 +105,8 @@ def memory_section(ctx) -> list[str]:
           "Equal MACs are not equal memory. Activations: output elements of the "
           "convolutions and matrix products at batch 1 (fvcore's ActivationCountAnalysis, "
           "millions, the convention of timm's benchmark). Peaks: measured after training, "
-          "apart from the timing, at the run's batch size"
-          + (f" ({batch} per device)" if batch else "")
+          "apart from the timing, at the run's per-device batch"
+          + (f" (the recipe's {batch}, divided by the ranks under DDP)" if batch else "")
           + ", counting weights, gradients, optimizer state, the batch and what autograd "
           "keeps; MiB = "
           "2^20 bytes. \"not measured\": the run was made before mpbench measured memory (or "
