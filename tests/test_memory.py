@@ -136,6 +136,10 @@ def test_a_new_run_records_its_memory_with_the_method_and_the_report_shows_it(tm
     assert (tmp_path / "rep" / "figures" / "top1_vs_train_memory.png").exists()
     assert "### Top-1 vs peak training memory" in md and "figures/top1_vs_train_memory.png" in md
     assert res["summary"][0]["train_peak_mem_mb"] == pytest.approx(result["train_peak_mem_mb"])
+    first = {f: (tmp_path / "rep" / "figures" / f).read_bytes()
+             for f in ("top1_vs_train_memory.png", "top1_vs_train_memory.svg")}
+    build_report(out, tmp_path / "rep")  # reproducible, as the other figures
+    assert all((tmp_path / "rep" / "figures" / f).read_bytes() == b for f, b in first.items())
 
 
 def test_memory_off_counts_activations_and_backfill_fills_the_peaks(tmp_path, monkeypatch):
