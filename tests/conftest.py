@@ -43,6 +43,9 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Keep image-folder caches out of the user's ~/.cache."""
     monkeypatch.setenv("MPBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "mpbench-cache"))
+    # the per-run memory measurement forks a child from a fork server that imports mpbench
+    # (seconds per process); tests/test_memory.py turns it back on
+    monkeypatch.setenv("MPBENCH_MEMORY", "off")
 
 
 @pytest.fixture

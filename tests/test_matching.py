@@ -447,13 +447,16 @@ def test_cli_flops_suite_lists_as_given_rows_once_in_their_own_section(tmp_path,
     assert not any("published20" in line for line in matched)
     (row,) = [line for line in given if "published20" in line]
     # ResNet-20 for 10 classes: 272,474 parameters (He et al. 2016: 0.27M; osmr/imgclsmob)
-    assert "%" not in row and "depth=20" in row and row.endswith("272.5K")
+    # then its activations: outputs of 19 3x3 convs (16x32x32 x7, 32x16x16 x6, 64x8x8 x6),
+    # 2 downsampling 1x1 convs (32x16x16, 64x8x8) and the fc (10): 200,714 = 0.201M
+    assert "%" not in row and "depth=20" in row and row.endswith("272.5K     0.201")
     assert main(["flops", "--suite", str(path), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)["rows"]
     assert [(r["label"], r["family"], r["match"], r["budget_gmacs"]) for r in rows] == [
         ("net", "_test", True, b1), ("net", "_test", True, b2),
         ("published20", "resnet", False, None)]
     assert rows[-1]["deviation"] is None and rows[-1]["status"] == "OK"
+    assert rows[-1]["activations_m"] == pytest.approx(200_714 / 1e6)
 
 
 def test_cli_flops_suite_shows_the_refusal_on_its_row(tmp_path, capsys):

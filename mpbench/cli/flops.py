@@ -93,6 +93,7 @@ def run(args) -> int:
 
 def run_model(args) -> int:
     from mpbench.complexity import count_model
+    from mpbench.complexity.activations import activations_model
     from mpbench.complexity.matching import describe, match_budget
     from mpbench.registry import get_entry
 
@@ -107,10 +108,12 @@ def run_model(args) -> int:
     else:
         m = describe(entry.name, model_args, **geometry)
     c = count_model(entry.name, m.args, **geometry)  # the knob (and any adjustment) included
+    acts = activations_model(entry.name, m.args, **geometry)
     rows = breakdown(c, args.depth)
 
     if args.json:
         print(json.dumps({**m.as_dict(), "family": entry.family, "macs": c.macs,
+                          "activations": acts, "activations_m": acts / 1e6,
                           "input_size": list(input_size), "num_classes": classes,
                           "by_module": {r[0]: {"macs": r[2], "params": r[1]} for r in rows},
                           "by_operator": c.by_operator}, indent=2, default=str))
@@ -124,6 +127,7 @@ def run_model(args) -> int:
         print(f"  knob        {m.knob}={m.knob_text}")
     print(f"  params      {format_params(c.params)} ({c.params:,})")
     print(f"  MACs        {format_macs(c.macs)} ({c.gmacs:.4f} GMACs)")
+    print(f"  activations {acts / 1e6:.3f}M (outputs of convolutions and matrix products)")
     if not math.isnan(m.budget_gmacs):
         print(f"  budget      {m.budget_gmacs:g} GMACs, deviation {m.deviation:+.2%}")
     print()
@@ -159,11 +163,13 @@ def run_suite(args) -> int:
     rows = match_suite(suite, data_root=args.data_root, num_classes=args.classes)
     refused = [r for r in rows if isinstance(r, BudgetError)]
     matched = {s.display for s in suite.models if s.match and suite.budgets_gmacs}
+    acts = suite_activations(rows, input_size, classes)
 
     if args.json:
         print(json.dumps({"suite": suite.name, "tolerance": suite.tolerance,
                           "input_size": list(input_size), "num_classes": classes,
-                          "rows": [json_row(r, r.display in matched) for r in rows]},
+                          "rows": [{**json_row(r, r.display in matched),
+                                    "activations_m": acts[id(r)]} for r in rows]},
                          indent=2, default=str))
         return 1 if refused else 0
 
@@ -173,12 +179,12 @@ def run_suite(args) -> int:
     budget_rows = [r for r in rows if r.display in matched]
     given_rows = [r for r in rows if r.display not in matched]
     if budget_rows:
-        print(table_of(budget_rows, SUITE_COLUMNS))
+        print(table_of(budget_rows, suite_columns(acts)))
     if given_rows:
         if budget_rows:
             print()
         print("trained as given, not matched:")
-        print(table_of(given_rows, [c for c in SUITE_COLUMNS if not c.matched_only]))
+        print(table_of(given_rows, [c for c in suite_columns(acts) if not c.matched_only]))
     for r in refused:
         print(f"refused: {r}", file=sys.stderr)
     return 1 if refused else 0
@@ -246,6 +252,27 @@ def table_of(rows: list, columns: list[Column]) -> str:
         m = r.closest if isinstance(r, BudgetError) else r
         cells.append([c.cell(r, m) for c in columns])
     return format_table([c.header for c in columns], cells, "".join(c.align for c in columns))
+
+
+def suite_activations(rows: list, input_size, classes: int) -> dict[int, float | None]:
+    """Activations (millions, :mod:`mpbench.complexity.activations`) of every matched row
+    (a refused row: of its closest match), by ``id(row)``."""
+    from mpbench.complexity.activations import activations_model
+    from mpbench.complexity.matching import BudgetError
+
+    out = {}
+    for r in rows:
+        m = r.closest if isinstance(r, BudgetError) else r
+        out[id(r)] = (None if m is None else activations_model(
+            m.name, m.args, input_size=input_size, num_classes=classes) / 1e6)
+    return out
+
+
+def suite_columns(acts: dict[int, float | None]) -> list[Column]:
+    """:data:`SUITE_COLUMNS` with the activations (``acts``, by ``id(row)``) before status."""
+    col = Column("acts (M)", "r",
+                 lambda r, m: "-" if acts.get(id(r)) is None else f"{acts[id(r)]:.3f}")
+    return SUITE_COLUMNS[:-1] + [col] + SUITE_COLUMNS[-1:]
 
 
 def format_table(header: list[str], rows: list[list[str]], align: str) -> str:

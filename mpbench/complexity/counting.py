@@ -56,7 +56,7 @@ from mpbench.errors import UserError
 __all__ = [
     "Complexity", "UnsupportedOpError", "count", "count_model", "estimate_model", "model_args",
     "register_op_handle", "freeze", "clear_cache", "cache_generation", "format_macs", "format_params",
-    "MATMUL_OPS", "conv_layout",
+    "MATMUL_OPS", "conv_layout", "build_for_count",
 ]
 
 _log = logging.getLogger(__name__)
@@ -413,6 +413,17 @@ def _build_for_count(entry, full: dict) -> nn.Module:
     except Exception as exc:  # a builder that needs real values (e.g. data-dependent init)
         _log.debug("fast build of %s failed (%s); building normally", entry.name, exc)
         return _build(entry, full)
+
+
+def build_for_count(name: str, args: dict | None = None, *, input_size: InputSize = (3, 32, 32),
+                    num_classes: int = 100) -> nn.Module:
+    """A registered model built as :func:`count_model` builds it (full arguments for this
+    geometry, no random initialisation): for other shape-only analyses (activations)."""
+    from mpbench.registry import get_entry
+
+    entry = get_entry(name)
+    return _build_for_count(entry, model_args(entry, args, input_size=input_size,
+                                              num_classes=num_classes))
 
 
 def _build(entry, full: dict) -> nn.Module:

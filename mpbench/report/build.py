@@ -173,6 +173,8 @@ def build_report(runs_dir: str | Path, out: str | Path | None = None, *, title: 
         fig_entries += compute_figures(summary, fig_dir)
         from mpbench.report.calibration_figures import calibration_figures
         fig_entries += calibration_figures(rs, summary, fig_dir)
+        from mpbench.report.memory_figure import memory_figures
+        fig_entries += memory_figures(summary, fig_dir)
         for e in fig_entries:
             written += [fig_dir / f for f in e["files"]]
         notes += [n for e in fig_entries for n in e.get("notes", [])]

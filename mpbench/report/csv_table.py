@@ -6,6 +6,7 @@ from typing import Any
 
 from mpbench.report.compute_equivalent import CSV_COLUMNS as COMPUTE_EQUIVALENT_COLUMNS
 from mpbench.report.calibration import SCORE_SUMMARY_COLUMNS
+from mpbench.report.memory import CSV_COLUMNS as MEMORY_COLUMNS
 
 __all__ = ["summary_csv", "SUMMARY_COLUMNS"]
 
@@ -23,6 +24,7 @@ SUMMARY_COLUMNS = [
     *COMPUTE_EQUIVALENT_COLUMNS,
     *SCORE_SUMMARY_COLUMNS,
 ]
+SUMMARY_COLUMNS += MEMORY_COLUMNS  # report.memory
 
 
 def _csv_value(v: Any) -> str:

@@ -15,6 +15,7 @@ from mpbench.report.compute_equivalent import compute_equivalent_section
 from mpbench.report.formatting import BEST_MARK, TIED_MARK, md_escape, split_name
 from mpbench.report.header import header_lines
 from mpbench.report.markdown import markdown_table
+from mpbench.report.memory import memory_section
 from mpbench.report.results import ResultSet
 from mpbench.report.side_by_side import side_by_side_section
 from mpbench.report.tuning import tuning_section
@@ -170,6 +171,7 @@ SECTIONS: list[Section] = [header_section, results_section, legend_section, spee
                            figures_section, failures_section, notes_section,
                            footer_section]
 SECTIONS.insert(SECTIONS.index(figures_section), compute_equivalent_section)
+SECTIONS.insert(SECTIONS.index(published_section) + 1, memory_section)  # report.memory
 
 
 def render_markdown(rs: ResultSet, summary: list[dict], fig_entries: list[dict],

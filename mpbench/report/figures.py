@@ -70,6 +70,9 @@ def _save(fig, fig_dir: Path, stem: str) -> list[str]:
     return [f"{stem}.png", f"{stem}.svg"]
 
 
+save_figure = _save  # public: the figure modules beside this one (memory_figure) save alike
+
+
 def _styles(summary: list[dict]) -> dict[str, dict]:
     """label -> colour (by family), marker and line style (by position within the family)."""
     colors = family_colors(sorted({a["family"] for a in summary}))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mpbench.errors import UserError
+from mpbench.report.memory import run_fields as memory_run_fields
 
 __all__ = ["ResultSet", "load_results", "copy_results", "read_json", "STATUS_ORDER",
            "RUN_FILES", "ANALYSIS_FILES", "TUNE_FILES"]
@@ -126,6 +127,7 @@ def _normalise_row(r: dict) -> dict:
         "status": status, "device": str(r.get("device") or ""),
         "finished_at": str(r.get("finished_at") or ""), "error": str(r.get("error") or ""),
         "init": str(r.get("init") or ""), "init_mode": str(r.get("init_mode") or ""),
+        **memory_run_fields(r),  # activations, peak memory (None in older results)
         # newer result columns (absent in older results: None / "")
         "split": str(r.get("split") or ""), "val_top1": _num(r.get("val_top1")),
         "val_top5": _num(r.get("val_top5")),

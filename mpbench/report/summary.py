@@ -14,6 +14,7 @@ from typing import Callable
 from mpbench.report.compute_equivalent import add_compute_multipliers
 from mpbench.report.calibration import score_fields, score_significance
 from mpbench.report.results import STATUS_ORDER, ResultSet
+from mpbench.report.memory import memory_fields
 
 __all__ = ["aggregate", "add_significance", "compare_rows", "budget_key", "status_text",
            "suite_comparison_options", "label_order", "SPEED_COLUMNS", "ROW_FIELDS",
@@ -196,3 +197,6 @@ def suite_comparison_options(suite: dict) -> dict:
 def label_order(rs: ResultSet) -> list[str]:
     models = rs.suite.get("models") or []
     return [m.get("label") or m.get("name") for m in models]
+
+
+ROW_FIELDS.append(memory_fields)  # report.memory: activations, peak memory

@@ -49,6 +49,7 @@ RESULT_COLUMNS = [
     "nll", "ece", "brier", "superclass_top1", "corrupt_top1", "corrupt_set",
     "train_images", "val_images", "test_images", "test_evals", "test_curve", "train_time_s",
     "img_per_s", "speed_train_img_s", "speed_infer_img_s", "speed_batch_size", "speed_device",
+    "activations_m", "train_peak_mem_mb", "infer_peak_mem_mb", "mem_method", "mem_device",
     "status", "dataset", "device", "finished_at",
     "tuned", "tune_trials", "tune_best_val_top1", "tune_cost_s",
 ]
@@ -254,6 +255,7 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
     from mpbench.training.trainer import Diverged, load_checkpoint, seed_everything, train
     from mpbench.training.distributed import agree, is_distributed, is_main, world_size
 
+    from mpbench.suite.memory import run_memory
     from mpbench.suite.starts import init_result_fields, init_run, spec_for
     from mpbench.training.callbacks import recipe_callbacks
 
@@ -308,6 +310,7 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
             row = result_row(config, "done", res.history, res.train_time_s, str(device))
             row.update(measure_corruptions(model, data, suite, device, note))
             row.update(measure_speed(plan, model, data, suite, device, res, note))
+            row.update(run_memory(plan, suite, data, device, res, note, source))
             break
         except Interrupted as exc:  # SIGTERM / SIGUSR1: checkpointed; the process stops
             note(f"interrupted by {exc.args[0]}; checkpoint saved, rerun the same command to "
