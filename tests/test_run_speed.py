@@ -116,10 +116,11 @@ def test_measurement_stays_within_its_budget(tiny_plan, monkeypatch, train_time_
     speed = runner.measure_speed(plan, model, data, suite, torch.device("cpu"), res,
                                  lambda m: None)
     assert speed["speed_steps"] > 1  # the budget holds many steps: sized, not the minimum
-    # within the budget, with slack for the untimed warm-up and a machine shared with others
-    assert speed["speed_time_s"] <= 1.6 * budget, speed
-    # and it used a good part of it (sized from the run's own seconds per step)
-    assert speed["speed_time_s"] >= 0.2 * budget, speed
+    # sized from the run's own seconds per step: the planned work (repeats x steps, each a
+    # training step and an inference pass of ~1/3 step) fills the budget without exceeding
+    # it. Work, not wall-clock: on a shared machine the seconds themselves are noise.
+    planned = speed["speed_repeats"] * speed["speed_steps"] * step_s * 4 / 3
+    assert 0.5 * budget <= planned <= budget + 1e-9, (planned, budget, speed)
 
 
 def test_measurement_restores_every_rng_and_leaves_the_model_alone(tiny_plan):
