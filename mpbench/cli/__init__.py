@@ -12,7 +12,8 @@ import sys
 
 from mpbench.errors import Interrupted, UserError
 
-COMMANDS = ("list", "flops", "run", "status", "report", "compare", "analyze", "bench")
+COMMANDS = ("list", "flops", "run", "status", "report", "compare", "analyze", "bench",
+            "sync_tracking")
 
 
 def build_parser() -> argparse.ArgumentParser:
