@@ -8,12 +8,7 @@ the loop:
   epoch, once per evaluation split (test, then the validation split if there is one; the
   training loader returned by the first call is the one used), e.g. resize the inputs;
 - ``on_epoch_start(model, optimizer, epoch)`` after ``model.train()`` at every epoch (e.g.
-  freeze the backbone for the first epochs);
-- ``on_step(step, loss, lr)`` after every optimizer step (``step`` counts from 0 over the
-  whole run, ``loss`` is the batch's detached loss tensor: reading it syncs the device, so a
-  callback should read many at once);
-- ``on_epoch_end(metrics)`` with each epoch's metrics, after the runner has stored them
-  (e.g. send them to a tracker: :mod:`mpbench.training.tracking`).
+  freeze the backbone for the first epochs).
 
 :func:`recipe_callbacks` builds the ones a recipe asks for (``freeze_backbone_epochs``,
 ``input_size``); a caller may add its own.
@@ -40,12 +35,6 @@ class Callback:
         return train_loader, eval_loader
 
     def on_epoch_start(self, model: nn.Module, optimizer: torch.optim.Optimizer, epoch: int) -> None:
-        pass
-
-    def on_step(self, step: int, loss: torch.Tensor, lr: float) -> None:
-        pass
-
-    def on_epoch_end(self, metrics: dict) -> None:
         pass
 
 
