@@ -280,13 +280,16 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
             if m.get("skipped_images"):  # streamed folders skip unreadable images
                 note(f"skipped {m['skipped_images']} unreadable image(s) in epoch {m['epoch']}: "
                      f"{', '.join(m.get('skipped_files', []))}")
+            tracker.log_epoch(m)  # TensorBoard / MLflow, after metrics.json
 
         history = list(resume["history"]) if resume else []
         if resume is not None and is_main():  # a kill may have come between checkpoint and metrics
             atomic_write_json(run_dir / "metrics.json", history, durable=False)
-        tracker = (open_tracker(suite.tracking, suite.name, run_dir, config, note, attempt=attempt,
-                                out_hint=str(run_dir.parent.parent)) if is_main()
-                   else RunTracker([], note))  # TensorBoard / MLflow (suite `tracking:`), rank 0
+        tracker = (open_tracker(suite.tracking, suite.name, run_dir, config, note,
+                                attempt=None if resume is not None else attempt,
+                                fresh=resume is None, out_hint=str(run_dir.parent.parent),
+                                label_smoothing=suite.recipe.label_smoothing)
+                   if is_main() else RunTracker([], note))  # suite `tracking:`, rank 0 only
         tracker.catch_up(history)  # epochs stored before a kill that a tracker missed
         try:
             res = train(model, data, suite.recipe, seed=seed, device=device,
@@ -315,6 +318,9 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
             tracker.end("FAILED", "oom")
             row = result_row(config, "oom", history, 0.0, str(device), str(exc).split("\n")[0])
             break
+        except BaseException:
+            tracker.end("FAILED", "error")  # the trackers close; the error is the run's
+            raise
     row.update(init_result_fields(run_dir))  # what the run started from, if not from scratch
     row.update(train_images=len(data.train_y), test_images=len(data.test_y))
     if world_size() > 1:

@@ -1,7 +1,8 @@
 """TensorBoard event files of one run (:mod:`mpbench.training.tracking`), written on rank 0.
 
 On a resume the event files already there are read back first, and only newer steps and
-epochs are written, so a killed and resumed run shows each step once.
+epochs are written, so a killed and resumed run shows each step once; an attempt that starts
+from scratch moves earlier event files aside (:func:`set_aside`).
 """
 from __future__ import annotations
 
@@ -18,10 +19,12 @@ class TensorBoardTracker:
 
     name = "tensorboard"
 
-    def __init__(self, run_dir: Path, config: dict):
+    def __init__(self, run_dir: Path, config: dict, fresh: bool = False):
         from torch.utils.tensorboard import SummaryWriter
 
         self.logdir = Path(run_dir) / "tensorboard"
+        if fresh:
+            set_aside(self.logdir)
         self.epochs, self.last_step, has_text = logged_events(self.logdir)
         self.writer = SummaryWriter(str(self.logdir), flush_secs=30)
         if not has_text:
@@ -50,6 +53,22 @@ class TensorBoardTracker:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def set_aside(logdir: Path) -> None:
+    """Move event files of an attempt that training no longer continues (a divergence retry,
+    a lost checkpoint) into ``logdir/previous-<n>/``: TensorBoard shows them as their own
+    run, and the new attempt's steps are not mistaken for ones already logged."""
+    old = sorted(p for p in logdir.glob("events.out.tfevents.*") if p.is_file()) \
+        if logdir.is_dir() else []
+    if not old:
+        return
+    n = 1
+    while (logdir / f"previous-{n}").exists():
+        n += 1
+    (logdir / f"previous-{n}").mkdir()
+    for p in old:
+        p.rename(logdir / f"previous-{n}" / p.name)
 
 
 def logged_events(logdir: Path) -> tuple[set[int], int, bool]:

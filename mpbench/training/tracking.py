@@ -1,8 +1,8 @@
 """A run's curves in TensorBoard and MLflow while it trains (the suite's ``tracking:`` section).
 
 :class:`RunTracker` is a training callback (:mod:`mpbench.training.callbacks`) that the runner
-builds on rank 0 only: the trainer hands it every step's loss and learning rate and every
-epoch's metrics (after ``metrics.json`` is written). A tracker is a convenience, never a
+builds on rank 0 only: through its hooks it sees every step's loss and learning rate, and the
+runner hands it every epoch's metrics after ``metrics.json`` is written. A tracker is a convenience, never a
 dependency of the run: every call is guarded, and the first failure writes one warning line
 to the run's log and switches that tracker off for the rest of the run, so a dead server costs
 one short timeout (:func:`mpbench.training.mlflow_tracker.short_timeouts`), never the run.
@@ -41,24 +41,72 @@ def check_tracking(tracking: TrackingConfig, source: str) -> None:
 
 
 class RunTracker(Callback):
-    """Fans a run's steps and epochs out to its trackers, switching off any that fails."""
+    """Fans a run's steps and epochs out to its trackers, switching off any that fails.
 
-    def __init__(self, trackers: list, note: Callable[[str], None], out_hint: str = "OUT"):
+    Per-step points come through the callback hooks alone (the trainer loop knows nothing of
+    tracking): ``on_loaders`` wraps the training loader to see each batch's labels and step
+    number, ``on_epoch_start`` puts a forward hook on the model (the batch's logits) and a
+    step hook on the optimizer, which takes the step's learning rate and the batch's loss
+    (the trainer's own ``loss_fn`` on the logits the step trained on, without gradients; under
+    DDP rank 0's shard). Epochs come from the runner, after ``metrics.json`` is written
+    (:meth:`log_epoch`)."""
+
+    def __init__(self, trackers: list, note: Callable[[str], None], out_hint: str = "OUT",
+                 label_smoothing: float = 0.0):
         self.trackers, self.note, self.out_hint = list(trackers), note, out_hint
+        self.label_smoothing = float(label_smoothing)
         self.steps: list[tuple[int, torch.Tensor, float]] = []
+        self.batch: tuple[int, torch.Tensor] | None = None  # (step, labels) being trained on
+        self.logits = None
+        self.hooked: set[int] = set()  # ids of the optimizers already hooked
+        self.model = None
+
+    def wants_steps(self) -> bool:
+        return any(hasattr(t, "log_steps") for t in self.trackers)
 
     def guard(self, tracker, what: str, fn: Callable[[], object]) -> None:
         try:
             fn()
         except Exception as exc:  # a tracker never fails the run: one line, then it is off
-            self.trackers = [t for t in self.trackers if t is not tracker]
-            self.note(warning(tracker.name, what, exc, self.out_hint))
+            self.drop(tracker, what, exc)
 
-    def on_step(self, step: int, loss: torch.Tensor, lr: float) -> None:
-        if any(t.name == "tensorboard" for t in self.trackers):
-            self.steps.append((step, loss, lr))
-            if len(self.steps) >= STEP_FLUSH:
-                self.flush_steps()
+    def drop(self, tracker, what: str, exc: BaseException) -> None:
+        self.trackers = [t for t in self.trackers if t is not tracker]
+        self.note(warning(tracker.name, what, exc, self.out_hint))
+
+    def on_loaders(self, train_loader, eval_loader):
+        if not self.wants_steps():
+            return train_loader, eval_loader
+        return StepLabels(train_loader, self), eval_loader
+
+    def on_epoch_start(self, model, optimizer, epoch) -> None:
+        if not self.wants_steps() or id(optimizer) in self.hooked:
+            return
+        self.hooked.add(id(optimizer))
+        self.model = model
+        model.register_forward_hook(self.keep_logits)
+        optimizer.register_step_post_hook(self.after_step)
+
+    def keep_logits(self, module, inputs, output) -> None:
+        if self.batch is not None and self.logits is None:  # a training batch's forward
+            self.logits = output
+
+    def after_step(self, optimizer, args, kwargs) -> None:
+        if self.batch is None or self.logits is None:
+            return
+        (step, y), logits = self.batch, self.logits
+        self.batch = self.logits = None
+        try:
+            from mpbench.training.trainer import loss_fn
+            with torch.no_grad():
+                loss = loss_fn(self.model, logits, y, self.label_smoothing).detach()
+        except Exception as exc:  # never the run's problem
+            for t in [t for t in self.trackers if hasattr(t, "log_steps")]:
+                self.drop(t, "computing a step's loss", exc)
+            return
+        self.steps.append((step, loss, float(optimizer.param_groups[0]["lr"])))
+        if len(self.steps) >= STEP_FLUSH:
+            self.flush_steps()
 
     def flush_steps(self) -> None:
         if not self.steps:
@@ -69,7 +117,8 @@ class RunTracker(Callback):
         for t in [t for t in self.trackers if hasattr(t, "log_steps")]:
             self.guard(t, "logging steps", lambda t=t: t.log_steps(steps))
 
-    def on_epoch_end(self, metrics: dict) -> None:
+    def log_epoch(self, metrics: dict) -> None:
+        """One epoch's metrics (the runner calls this after writing ``metrics.json``)."""
         self.flush_steps()
         for t in list(self.trackers):
             self.guard(t, f"logging epoch {metrics['epoch']}", lambda t=t: t.log_epoch(metrics))
@@ -101,6 +150,34 @@ class RunTracker(Callback):
         self.trackers = []
 
 
+class StepLabels:
+    """The training loader, telling its :class:`RunTracker` each batch's step and labels."""
+
+    def __init__(self, loader, tracker: RunTracker):
+        self.loader, self.tracker = loader, tracker
+        self.epoch, self.first = 0, 0
+
+    def __getattr__(self, name):  # device, epoch_skipped, skipped_files, ... of the loader
+        return getattr(self.loader, name)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int, first: int = 0) -> None:
+        self.epoch, self.first = int(epoch), int(first)
+        if first:
+            self.loader.set_epoch(epoch, first)
+        else:
+            self.loader.set_epoch(epoch)
+
+    def __iter__(self):
+        n = len(self.loader)
+        for i, (x, y) in enumerate(self.loader, start=self.first):
+            self.tracker.batch, self.tracker.logits = (self.epoch * n + i, y), None
+            yield x, y
+        self.tracker.batch = self.tracker.logits = None
+
+
 def warning(name: str, what: str, exc: BaseException, out_hint: str) -> str:
     detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
     return (f"tracking: {name} {what} failed ({type(exc).__name__}: {detail}); training goes on "
@@ -109,15 +186,18 @@ def warning(name: str, what: str, exc: BaseException, out_hint: str) -> str:
 
 def open_tracker(tracking: TrackingConfig, suite_name: str, run_dir: Path, config: dict,
                  note: Callable[[str], None], *, attempt: int | None = 0, live: bool = True,
+                 fresh: bool = False, label_smoothing: float = 0.0,
                  out_hint: str = "OUT") -> RunTracker:
     """The trackers ``tracking`` asks for, each opened under a guard (one that cannot start
     is reported and left out). ``attempt``: the divergence retry this is (a retry is a new
     MLflow run, tagged); None continues whatever run the run directory names (a replay).
-    ``live``: a training process (marks the MLflow run running and counts resumes)."""
-    run = RunTracker([], note, out_hint)
+    ``live``: a training process (marks the MLflow run running and counts resumes).
+    ``fresh``: training starts from scratch, so event files of an earlier attempt are moved
+    aside (their steps would hide the new ones)."""
+    run = RunTracker([], note, out_hint, label_smoothing)
     opening = []
     if tracking.tensorboard:
-        opening.append(("tensorboard", lambda: TensorBoardTracker(run_dir, config)))
+        opening.append(("tensorboard", lambda: TensorBoardTracker(run_dir, config, fresh=fresh)))
     if tracking.mlflow is not None:
         def start_mlflow():
             return MlflowTracker(tracking.mlflow, tracking.mlflow_experiment or suite_name,
