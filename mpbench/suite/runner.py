@@ -306,7 +306,8 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
             raise
         except Diverged as exc:
             note(f"diverged: {exc}" + (f"; retry {attempt + 1}/{retries}" if attempt < retries else ""))
-            tracker.end("FAILED", "diverged")
+            if attempt < retries:  # the last attempt's result.json still goes to the trackers
+                tracker.end("FAILED", "diverged")
             for name in ("checkpoint.pt", "checkpoint.pt.prev"):
                 if is_main():
                     (run_dir / name).unlink(missing_ok=True)
