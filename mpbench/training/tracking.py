@@ -92,7 +92,8 @@ class RunTracker(Callback):
             self.logits = output
 
     def after_step(self, optimizer, args, kwargs) -> None:
-        if self.batch is None or self.logits is None:
+        if self.batch is None or self.logits is None or not self.wants_steps():
+            self.batch = self.logits = None
             return
         (step, y), logits = self.batch, self.logits
         self.batch = self.logits = None
