@@ -264,3 +264,25 @@ def test_divergence_retry_is_a_second_mlflow_run_tagged_as_retry(tmp_path):
     assert "result.json" in {a.path for a in client.list_artifacts(retry.info.run_id)}
     # the first attempt's event files were set aside for the retry's
     assert list((out / "runs" / RUN_ID / "tensorboard" / "previous-1").glob("events.out.*"))
+
+
+def test_restart_from_scratch_is_a_new_mlflow_run(tmp_path):
+    """Checkpoints and result lost (only metrics.json's run dir is left): the run trains again
+    from epoch 1, so its epochs cannot join the old MLflow run's; the old one ends FAILED and
+    a new one, tagged restart_of, gets every epoch once."""
+    store = f"file:{tmp_path / 'mlruns'}"
+    out = tmp_path / "out"
+    data = tiny({"mlflow": store}, epochs=1)
+    train(data, out)
+    run_dir = out / "runs" / RUN_ID
+    for name in ("checkpoint.pt", "checkpoint.pt.prev", "result.json"):
+        (run_dir / name).unlink(missing_ok=True)
+    assert train(data, out)["done"] == 1
+    client = MlflowClient(tracking_uri=store)
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+    assert len(runs) == 2
+    old, new = runs
+    assert old.info.status == "FAILED" and old.data.tags["mpbench.status"] == "restarted"
+    assert new.data.tags["mpbench.restart_of"] == old.info.run_id
+    assert new.info.status == "FINISHED" and epochs_of(client, new) == [1]

@@ -3,11 +3,13 @@
 The MLflow run is named by the mpbench run id and tagged with it; its id is kept in the run
 directory (``mlflow.json``, one entry per tracking URI), so a resumed or replayed run
 continues the same MLflow run. Params are every value of the resolved run config (model args
-after matching, recipe and data set with their defaults, seed, budget, init, and ``tuned``
+after matching, recipe and data set with their defaults, seed, budget, init, and ``tune``
 values when a config has them), flattened to dotted keys. Metrics are per epoch with the
 epoch as MLflow step; an epoch is logged only if the run's ``epoch`` metric does not have it
 yet, so nothing is logged twice. A divergence retry (new seed, training from scratch) is a
-new MLflow run tagged ``mpbench.retry``; the diverged attempt's run ends FAILED.
+new MLflow run tagged ``mpbench.retry``; the diverged attempt's run ends FAILED. A run that
+starts from scratch although its MLflow run has epochs (its checkpoint was lost) is a new
+MLflow run tagged ``mpbench.restart_of``.
 """
 from __future__ import annotations
 
@@ -60,7 +62,7 @@ class MlflowTracker:
     name = "mlflow"
 
     def __init__(self, uri: str, experiment: str, run_dir: Path, config: dict, *,
-                 attempt: int | None = 0, live: bool = True):
+                 attempt: int | None = 0, live: bool = True, fresh: bool = False):
         short_timeouts()
         if uri.startswith("file:") or "://" not in uri and ":" not in uri:
             # MLflow 3 refuses file stores unless asked; a suite naming one has asked
@@ -82,8 +84,19 @@ class MlflowTracker:
                 if "RESOURCE_DOES_NOT_EXIST" not in str(exc) and "not found" not in str(exc).lower():
                     raise
                 self.run_id = None  # deleted from the tracker: log the run anew
+        if self.run_id is not None and fresh and self.client.get_metric_history(self.run_id,
+                                                                                  "epoch"):
+            # training starts from scratch (its checkpoint was lost) but this run has epochs:
+            # those curves are a dead attempt's; it ends and a new run, tagged, takes over
+            self.client.set_tag(self.run_id, "mpbench.status", "restarted")
+            self.client.set_terminated(self.run_id, "FAILED")
+            self.run_id, restart_of = None, self.run_id
+        else:
+            restart_of = None
         if self.run_id is None:
             run = self.create(experiment, config, attempt, known)
+            if restart_of:
+                self.client.set_tag(self.run_id, "mpbench.restart_of", restart_of)
         elif live:
             tags = run.data.tags
             self.client.update_run(self.run_id, status="RUNNING")

@@ -202,7 +202,7 @@ def open_tracker(tracking: TrackingConfig, suite_name: str, run_dir: Path, confi
     if tracking.mlflow is not None:
         def start_mlflow():
             return MlflowTracker(tracking.mlflow, tracking.mlflow_experiment or suite_name,
-                                 run_dir, config, attempt=attempt, live=live)
+                                 run_dir, config, attempt=attempt, live=live, fresh=fresh)
         opening.append(("mlflow", start_mlflow))
     for name, start in opening:
         try:
