@@ -89,6 +89,12 @@ def test_tensorboard_and_mlflow_file_store(tmp_path):
         [h["train_loss"] for h in history])
     assert [e.step for e in acc.Scalars("epoch/test_top1")] == [2]  # tested after the last only
     assert [e.step for e in acc.Scalars("step/loss")] == list(range(2 * STEPS_PER_EPOCH))
+    # equal batches: an epoch's train_loss (the trainer's sum of loss x batch / images) is the
+    # mean of its steps' losses, so the per-step points are the losses the steps trained on
+    losses = [e.value for e in acc.Scalars("step/loss")]
+    for epoch, h in enumerate(history):
+        per_step = losses[epoch * STEPS_PER_EPOCH:(epoch + 1) * STEPS_PER_EPOCH]
+        assert sum(per_step) / STEPS_PER_EPOCH == pytest.approx(h["train_loss"], rel=1e-6)
     # lr of the last step of a cosine schedule over 8 steps: 0.05 * (1 + cos(pi * 7/8)) / 2
     assert acc.Scalars("step/lr")[-1].value == pytest.approx(0.05 * (1 + (-0.9238795)) / 2, rel=1e-5)
     text = acc.Tensors("model/text_summary")[0].tensor_proto.string_val[0].decode()
@@ -102,6 +108,14 @@ def test_tensorboard_and_mlflow_file_store(tmp_path):
     assert epochs_of(client, run) == [1, 2]
     assert run.data.metrics["final_top1"] == read_json(run_dir / "result.json")["top1"]
     assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"result.json", "config.json"}
+
+    # the hooks change nothing of what is trained: the same suite untracked, bit for bit
+    def untimed(rows):  # wall-clock fields differ between any two runs
+        return [{k: v for k, v in r.items() if not k.endswith(("_s", "_share"))} for r in rows]
+
+    train(tiny(None), tmp_path / "plain")
+    plain = read_json(tmp_path / "plain" / "runs" / RUN_ID / "metrics.json")
+    assert untimed(plain) == untimed(history) and "train_loss" in untimed(plain)[0]
 
     # a replay adds nothing: the same run, every epoch once
     tracking, name = tracking_of(out)
