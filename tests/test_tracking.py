@@ -302,3 +302,27 @@ def test_restart_from_scratch_is_a_new_mlflow_run(tmp_path):
     assert old.info.status == "FAILED" and old.data.tags["mpbench.status"] == "restarted"
     assert new.data.tags["mpbench.restart_of"] == old.info.run_id
     assert new.info.status == "FINISHED" and epochs_of(client, new) == [1]
+
+
+def test_torchrun_only_rank_0_tracks(tmp_path, monkeypatch):
+    """Two gloo processes, global batch 16: one event file and one MLflow run, each step and
+    epoch once (a second writer would double them or add a second file/run)."""
+    store = f"file:{tmp_path / 'mlruns'}"
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(yaml.safe_dump(tiny({"mlflow": store, "tensorboard": True})))
+    out = tmp_path / "out"
+    proc = python_process("-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--master_port", free_port(), "-m", "mpbench", "run", suite,
+                          "--out", out, "--no-progress", "--device", "cpu")
+    assert proc.wait(timeout=300) == 0, proc.stdout.read()
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # for this process's reader
+    logdir = out / "runs" / RUN_ID / "tensorboard"
+    assert len(list(logdir.glob("events.out.tfevents.*"))) == 1
+    acc = EventAccumulator(str(logdir), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("step/loss")] == list(range(2 * STEPS_PER_EPOCH))
+    assert [e.step for e in acc.Scalars("epoch/train_loss")] == [1, 2]
+    client = MlflowClient(tracking_uri=store)
+    run = only_run(client)
+    assert epochs_of(client, run) == [1, 2] and run.info.status == "FINISHED"
+    assert run.data.params["recipe.batch_size"] == "16"
