@@ -313,10 +313,10 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
                     (run_dir / name).unlink(missing_ok=True)
             row = result_row(config, "diverged", history, 0.0, str(device), str(exc))
         except torch.cuda.OutOfMemoryError as exc:
+            tracker.end("FAILED", "oom")
             if is_distributed():
                 raise  # one rank's OOM: end the job (torchrun stops the others); resume later
             note("out of memory; recorded as oom, tried again by the next `mpbench run`")
-            tracker.end("FAILED", "oom")
             row = result_row(config, "oom", history, 0.0, str(device), str(exc).split("\n")[0])
             break
         except BaseException:

@@ -60,6 +60,7 @@ class RunTracker(Callback):
         self.logits = None
         self.hooked: set[int] = set()  # ids of the optimizers already hooked
         self.model = None
+        self.handles: list = []  # the hooks, removed when the trackers close
 
     def wants_steps(self) -> bool:
         return any(hasattr(t, "log_steps") for t in self.trackers)
@@ -84,8 +85,8 @@ class RunTracker(Callback):
             return
         self.hooked.add(id(optimizer))
         self.model = model
-        model.register_forward_hook(self.keep_logits)
-        optimizer.register_step_post_hook(self.after_step)
+        self.handles += [model.register_forward_hook(self.keep_logits),
+                         optimizer.register_step_post_hook(self.after_step)]
 
     def keep_logits(self, module, inputs, output) -> None:
         if self.batch is not None and self.logits is None:  # a training batch's forward
@@ -134,21 +135,31 @@ class RunTracker(Callback):
         self.flush_steps()
         for t in list(self.trackers):
             self.guard(t, "finishing", lambda t=t: t.finish(row, Path(run_dir)))
+        self.close_all()
+
+    def close_all(self) -> None:
         self.trackers = []
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
 
     def end_quietly(self) -> None:
         """Close the trackers without changing the run's state (a replay of an unfinished run)."""
         self.flush_steps()
         for t in list(self.trackers):
             self.guard(t, "closing", lambda t=t: t.close())
-        self.trackers = []
+        self.close_all()
 
     def end(self, status: str, reason: str | None = None) -> None:
-        """The attempt stopped without a result (interrupted, diverged, out of memory)."""
-        self.steps = []
+        """The attempt stopped without a result (interrupted, diverged, out of memory); the
+        steps it trained are logged first (after SIGTERM the resume starts after them)."""
+        try:
+            self.flush_steps()
+        except Exception:  # e.g. the device is gone (out of memory): the steps are lost
+            self.steps = []
         for t in list(self.trackers):
             self.guard(t, "closing", lambda t=t: t.end(status, reason))
-        self.trackers = []
+        self.close_all()
 
 
 class StepLabels:
