@@ -326,3 +326,38 @@ def test_torchrun_only_rank_0_tracks(tmp_path, monkeypatch):
     run = only_run(client)
     assert epochs_of(client, run) == [1, 2] and run.info.status == "FINISHED"
     assert run.data.params["recipe.batch_size"] == "16"
+
+
+def test_sigterm_mid_epoch_then_resume_logs_every_step_once(tmp_path, monkeypatch):
+    """SIGTERM inside epoch 1 (tests/signal_inject.py holds the process in a loss call): the
+    trainer checkpoints at the next batch and stops; the MLflow run is KILLED and the steps
+    trained so far are flushed. The resume continues at that batch: TensorBoard has steps
+    0..7 once each, MLflow one FINISHED run with epochs 1 and 2."""
+    import signal
+
+    store = f"file:{tmp_path / 'mlruns'}"
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(yaml.safe_dump(tiny({"mlflow": store, "tensorboard": True})))
+    out, marker = tmp_path / "out", tmp_path / "marker"
+    args = ["run", suite, "--out", out, "--no-progress", "--device", "cpu"]
+    # loss_fn calls: the trainer's, then the tracker's, per step; call 6 is step 2's (tracker)
+    proc = python_process(HERE / "signal_inject.py", marker, 6, *args)
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    (tmp_path / "marker.sent").write_text("")
+    proc.wait(timeout=120)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # for this process's reader
+    client = MlflowClient(tracking_uri=store)
+    run = only_run(client)
+    assert run.info.status == "KILLED" and epochs_of(client, run) == []
+    resumed = python_process("-m", "mpbench", *args)
+    assert resumed.wait(timeout=180) == 0, resumed.stdout.read()
+    run = only_run(client)
+    assert run.info.status == "FINISHED" and epochs_of(client, run) == [1, 2]
+    acc = EventAccumulator(str(out / "runs" / RUN_ID / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("step/loss")] == list(range(2 * STEPS_PER_EPOCH))
+    assert "resuming after epoch 0 and 3 batches" in (out / "runs" / RUN_ID / "log.txt").read_text()
