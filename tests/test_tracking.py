@@ -126,7 +126,8 @@ def test_tensorboard_and_mlflow_file_store(tmp_path):
     assert [e.step for e in acc.Scalars("epoch/train_loss")] == [1, 2]
 
 
-def test_sync_tracking_replays_runs_made_without_tracking(tmp_path):
+def test_sync_tracking_replays_runs_made_without_tracking(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a database store keeps artifacts in ./mlruns of the cwd
     out, store = tmp_path / "out", f"sqlite:///{tmp_path / 'm.db'}"
     train(tiny(None), out)
     proc = python_process("-m", "mpbench", "sync-tracking", out, "--mlflow", store)
@@ -134,6 +135,8 @@ def test_sync_tracking_replays_runs_made_without_tracking(tmp_path):
     client = MlflowClient(tracking_uri=store)
     run = only_run(client)
     assert epochs_of(client, run) == [1, 2] and run.info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"result.json", "config.json"}
+    assert list((tmp_path / "mlruns").rglob("result.json"))
     tracking, name = tracking_of(out, mlflow=store)  # a second replay adds nothing
     assert sync_tracking(out, tracking, name, echo=lambda *_: None)["synced"] == 1
     assert epochs_of(client, only_run(client)) == [1, 2]
