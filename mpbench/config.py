@@ -320,6 +320,35 @@ class ModelSpec(_Strict):
         return self.label or self.name
 
 
+#: tracking URI schemes MLflow's client understands (a plain path is a file store too)
+MLFLOW_SCHEMES = ("file", "sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks")
+
+
+class TrackingConfig(_Strict):
+    """Where a run's curves also go (mpbench.training.tracking); never part of a fingerprint."""
+
+    tensorboard: bool = False           # event files under runs/<run_id>/tensorboard/
+    mlflow: str | None = None           # a tracking URI: file:./mlruns, sqlite:///m.db, http://h:5000
+    mlflow_experiment: str | None = None  # default: the suite's name
+
+    @field_validator("mlflow")
+    @classmethod
+    def _known_scheme(cls, v):
+        if v is None:
+            return v
+        scheme = v.split("://", 1)[0] if "://" in v else (v.split(":", 1)[0] if ":" in v else "")
+        if not v.strip() or (scheme and scheme.split("+", 1)[0] not in MLFLOW_SCHEMES):
+            raise ValueError(f"'{v}' is not a tracking URI (schemes: {', '.join(MLFLOW_SCHEMES)}, "
+                             "or a directory path)")
+        return v
+
+    @model_validator(mode="after")
+    def _experiment_needs_mlflow(self):
+        if self.mlflow_experiment is not None and self.mlflow is None:
+            raise FieldValueError("mlflow_experiment", "needs tracking.mlflow (a tracking URI)")
+        return self
+
+
 class Suite(_Strict):
     name: str
     dataset: DatasetConfig
@@ -338,14 +367,16 @@ class Suite(_Strict):
     significance_correction: Literal["holm", "none"] = "holm"
     # tune every model x budget with the same search before its final runs (docs/tuning.md)
     tune: TuneConfig | None = None
+    tracking: TrackingConfig = TrackingConfig()  # TensorBoard / MLflow; off by default
 
     @model_serializer(mode="wrap")
     def _omit_unset_report_fields(self, handler):
-        # report-only fields at their defaults are left out, so suite.json of runs made before
-        # they existed stays the same
+        # report-only, tune and tracking fields at their defaults are left out, so suite.json
+        # of runs made before they existed stays the same
         return _drop_defaults(handler(self), {"reference": None, "significance_level": 0.05,
                                               "significance_correction": "holm",
-                                              "tune": None})
+                                              "tune": None,
+                                              "tracking": TrackingConfig().model_dump()})
 
     @model_validator(mode="after")
     def _tune_fits_the_suite(self):

@@ -12,7 +12,8 @@ import sys
 
 from mpbench.errors import Interrupted, UserError
 
-COMMANDS = ("list", "flops", "run", "status", "report", "compare", "analyze", "bench", "evaluate")
+COMMANDS = ("list", "flops", "run", "status", "report", "compare", "analyze", "bench", "evaluate",
+            "sync_tracking")
 
 
 def build_parser() -> argparse.ArgumentParser:

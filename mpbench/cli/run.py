@@ -40,6 +40,8 @@ def run(args) -> int:
     from mpbench.training.device import resolve_device
 
     suite = load_suite(args.suite)
+    from mpbench.training.tracking import check_tracking
+    check_tracking(suite.tracking, args.suite)  # a tracker package missing: exit 2 now
     if args.data_root and not Path(args.data_root).exists():
         from mpbench.config import SuiteError
         raise SuiteError(f"--data-root: {args.data_root} does not exist")

@@ -11,6 +11,8 @@ Layout of ``--out`` (default ``runs/<suite name>``)::
         checkpoint.pt     latest epoch (+ checkpoint.pt.prev, the one before)
         result.json       final result; its presence means "never train this again"
         log.txt           what happened, including resumes and failures
+        tensorboard/      event files (suite `tracking: {tensorboard: true}`)
+        mlflow.json       the MLflow run id per tracking URI (suite `tracking: {mlflow: URI}`)
         .lock             held (flock) by the process training it
     .lock                 held briefly by whoever writes suite.json, plan.json or results.csv
 
@@ -258,6 +260,7 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
     from mpbench.suite.memory import run_memory
     from mpbench.suite.starts import init_result_fields, init_run, spec_for
     from mpbench.training.callbacks import recipe_callbacks
+    from mpbench.training.tracking import RunTracker, open_tracker
 
     suite = suite_for(suite, plan)  # a tuned final run trains with its chosen values
     config = run_config(plan, suite, source)
@@ -298,15 +301,22 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
             if m.get("skipped_images"):  # streamed folders skip unreadable images
                 note(f"skipped {m['skipped_images']} unreadable image(s) in epoch {m['epoch']}: "
                      f"{', '.join(m.get('skipped_files', []))}")
+            tracker.log_epoch(m)  # TensorBoard / MLflow, after metrics.json
 
         history = list(resume["history"]) if resume else []
         if resume is not None and is_main():  # a kill may have come between checkpoint and metrics
             atomic_write_json(run_dir / "metrics.json", history, durable=False)
+        tracker = (open_tracker(suite.tracking, suite.name, run_dir, config, note,
+                                attempt=None if resume is not None else attempt,
+                                fresh=resume is None, out_hint=str(run_dir.parent.parent),
+                                label_smoothing=suite.recipe.label_smoothing)
+                   if is_main() else RunTracker([], note))  # suite `tracking:`, rank 0 only
+        tracker.catch_up(history)  # epochs stored before a kill that a tracker missed
         try:
             res = train(model, data, suite.recipe, seed=seed, device=device,
                         checkpoint=run_dir / "checkpoint.pt", resume=resume, on_epoch=on_epoch,
                         progress=progress, desc=plan.run_id,
-                        callbacks=recipe_callbacks(suite.recipe))
+                        callbacks=[*recipe_callbacks(suite.recipe), tracker])
             row = result_row(config, "done", res.history, res.train_time_s, str(device))
             row.update(measure_corruptions(model, data, suite, device, note))
             row.update(measure_speed(plan, model, data, suite, device, res, note))
@@ -315,19 +325,26 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
         except Interrupted as exc:  # SIGTERM / SIGUSR1: checkpointed; the process stops
             note(f"interrupted by {exc.args[0]}; checkpoint saved, rerun the same command to "
                  f"resume")
+            tracker.end("KILLED", "interrupted")
             raise
         except Diverged as exc:
             note(f"diverged: {exc}" + (f"; retry {attempt + 1}/{retries}" if attempt < retries else ""))
+            if attempt < retries:  # the last attempt's result.json still goes to the trackers
+                tracker.end("FAILED", "diverged")
             for name in ("checkpoint.pt", "checkpoint.pt.prev"):
                 if is_main():
                     (run_dir / name).unlink(missing_ok=True)
             row = result_row(config, "diverged", history, 0.0, str(device), str(exc))
         except torch.cuda.OutOfMemoryError as exc:
+            tracker.end("FAILED", "oom")
             if is_distributed():
                 raise  # one rank's OOM: end the job (torchrun stops the others); resume later
             note("out of memory; recorded as oom, tried again by the next `mpbench run`")
             row = result_row(config, "oom", history, 0.0, str(device), str(exc).split("\n")[0])
             break
+        except BaseException:
+            tracker.end("FAILED", "error")  # the trackers close; the error is the run's
+            raise
     row.update(init_result_fields(run_dir))  # what the run started from, if not from scratch
     row.update(train_images=len(data.train_y), test_images=len(data.test_y))
     if world_size() > 1:
@@ -338,6 +355,7 @@ def execute_run(plan: RunPlan, suite: Suite, run_dir: Path, data, device: torch.
         atomic_write_json(run_dir / "result.json", row)
         (run_dir / "failure.json").unlink(missing_ok=True)
         _log(run_dir, f"finished: {row['status']}, top1 {row['top1']}")
+        tracker.finish(row, run_dir)  # final metrics, result.json / config.json artifacts
     return row
 
 
