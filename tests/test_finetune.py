@@ -242,11 +242,11 @@ def test_resizing_callback_feeds_the_validation_split_not_the_test_set(tmp_path,
     seen = []
     original = trainer.evaluate
 
-    def recording(model, loader, autocast, split="test"):
+    def recording(model, loader, autocast, split="test", *rest, **kw):
         ys = [y.cpu() for _, y in loader]
         sizes = {tuple(x.shape[-2:]) for x, _ in loader}
         seen.append((split, torch.cat(ys), sizes))
-        return original(model, loader, autocast, split)
+        return original(model, loader, autocast, split, *rest, **kw)
 
     monkeypatch.setattr(trainer, "evaluate", recording)
     suite = tmp_path / "val.yaml"

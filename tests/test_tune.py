@@ -151,9 +151,9 @@ def test_trials_never_evaluate_the_test_set(tmp_path, monkeypatch):
     phase, seen = ["final"], []
     real_evaluate, real_trial = trainer.evaluate, tuned_mod.run_trial
 
-    def recording_evaluate(model, loader, autocast, split="test"):
+    def recording_evaluate(model, loader, autocast, split="test", *rest, **kw):
         seen.append((phase[0], split))
-        return real_evaluate(model, loader, autocast, split)
+        return real_evaluate(model, loader, autocast, split, *rest, **kw)
 
     def trial_phase(*args, **kw):
         phase[0] = "trial"
