@@ -254,7 +254,8 @@ def test_resizing_callback_feeds_the_validation_split_not_the_test_set(tmp_path,
         "name: val\n"
         "dataset: {name: synthetic, num_classes: 4, num_train: 64, num_test: 40, image_size: 16,"
         " val_split: 12}\n"
-        "recipe: {epochs: 2, batch_size: 16, eval_batch_size: 8, lr: 0.05, input_size: 24}\n"
+        "recipe: {epochs: 2, batch_size: 16, eval_batch_size: 8, lr: 0.05, input_size: 24,"
+            " corruptions: false}\n"
         "seeds: [0]\nmodels:\n  - {name: cifar_resnet_tiny, args: {width: 4}, label: tiny}\n")
     assert main(["run", str(suite), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     data = load_dataset(DatasetConfig(name="synthetic", num_classes=4, num_train=64, num_test=40,

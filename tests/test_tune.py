@@ -171,6 +171,8 @@ def test_trials_never_evaluate_the_test_set(tmp_path, monkeypatch):
     trials = [s for p, s in seen if p == "trial"]
     finals = [s for p, s in seen if p == "final"]
     assert trials == ["val"] * 4  # 2 trials x 2 epochs, validation only
-    assert finals.count("test") == 2 and finals.count("val") == 6  # 2 seeds x 3 epochs
+    # each final run: the clean test set once after its last epoch, then the built-in
+    # corruption set's 5 corruptions x 3 severities (docs/evaluation.md); none in the trials
+    assert finals.count("test") == 2 * (1 + 5 * 3) and finals.count("val") == 6  # 2 seeds x 3 epochs
     results = pd.read_csv(tmp_path / "o" / "results.csv")
     assert list(results.test_evals) == [1, 1] and results.top1.notna().all()
