@@ -19,7 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mpbench.report.figures import MARKERS, STYLE, family_colors  # noqa: E402
+from mpbench.report.figures import MARKERS, STYLE, family_colors, save_figure  # noqa: E402
 from mpbench.report.results import read_json  # noqa: E402
 
 __all__ = ["calibration_figures", "pool_reliability", "run_reliability"]
@@ -47,15 +47,6 @@ def pool_reliability(bins: list[dict]) -> dict | None:
         return [math.fsum(b[key][i] * b["count"][i] for b in bins if b["count"][i]) / count[i]
                 if count[i] else None for i in range(n)]
     return {"count": count, "conf": pooled("conf"), "acc": pooled("acc")}
-
-
-def _save(fig, fig_dir: Path, stem: str) -> list[str]:
-    """As :mod:`mpbench.report.figures` saves: no timestamps, byte-identical reruns."""
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(fig_dir / f"{stem}.png", dpi=150, metadata={"Software": None})
-    fig.savefig(fig_dir / f"{stem}.svg", metadata={"Date": None, "Creator": None})
-    plt.close(fig)
-    return [f"{stem}.png", f"{stem}.svg"]
 
 
 def _styles(rows: list[dict]) -> dict[str, dict]:
@@ -145,7 +136,7 @@ def calibration_figures(rs, summary: list[dict], fig_dir: Path) -> list[dict]:
                 where = f"{b:g} GMACs" if b is not None else "models as given"
                 fig = _reliability_plot(lines, styles, f"Reliability at {where}{on}")
                 entries.append({"title": f"Reliability diagram, {where}{on}",
-                                "files": _save(fig, fig_dir, f"reliability_b{_budget(b)}{sfx}"),
+                                "files": save_figure(fig, fig_dir, f"reliability_b{_budget(b)}{sfx}"),
                                 "caption": "Test set after the last epoch: accuracy against mean "
                                            "confidence in each of 15 equal-width top-label "
                                            "confidence bins (the ECE's bins), the bins of all "
@@ -158,7 +149,7 @@ def calibration_figures(rs, summary: list[dict], fig_dir: Path) -> list[dict]:
                 fig = _corruption_plot(pts, styles, f"Corruption vs clean top-1{on}",
                                        f"top-1 under corruptions (%), {sets or 'corrupted set'}")
                 entries.append({"title": f"Corruption top-1 vs clean top-1{on}",
-                                "files": _save(fig, fig_dir, f"corrupt_vs_clean{sfx}"),
+                                "files": save_figure(fig, fig_dir, f"corrupt_vs_clean{sfx}"),
                                 "caption": f"Set: {sets}. Mean over corruptions and severities "
                                            "against the clean test top-1, per row (label: "
                                            "budget in GMACs); error bars: std over seeds. The "

@@ -62,15 +62,25 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
     return front
 
 
-def _save(fig, fig_dir: Path, stem: str) -> list[str]:
+def draw_pareto_front(ax, points: list[tuple[float, float]]) -> None:
+    """The front of ``points`` (cost, top-1) as a dashed step line (a ring for one point)."""
+    front = pareto_front(points)
+    if len(front) > 1:
+        fx, fy = zip(*front)
+        ax.step(fx, fy, where="post", color="0.35", lw=1.2, ls="--", zorder=0,
+                label="Pareto front")
+    elif front:
+        ax.plot(*front[0], marker="o", ms=14, mfc="none", mec="0.35", ls="none",
+                label="Pareto front (one point)")
+
+
+def save_figure(fig, fig_dir: Path, stem: str) -> list[str]:
+    """PNG and SVG without timestamps: a rerun writes byte-identical files."""
     fig_dir.mkdir(parents=True, exist_ok=True)
     fig.savefig(fig_dir / f"{stem}.png", dpi=150, metadata={"Software": None})
     fig.savefig(fig_dir / f"{stem}.svg", metadata={"Date": None, "Creator": None})
     plt.close(fig)
     return [f"{stem}.png", f"{stem}.svg"]
-
-
-save_figure = _save  # public: the figure modules beside this one (memory_figure) save alike
 
 
 def _styles(summary: list[dict]) -> dict[str, dict]:
@@ -106,14 +116,7 @@ def _accuracy_plot(summary: list[dict], styles: dict, xkey: str, budgets: list[f
         errs = [a["top1_std"] or 0.0 for a in mine]
         ax.errorbar(xs, ys, yerr=errs, color=st["color"], marker=st["marker"], ls="-" if len(xs) > 1 else "none",
                     lw=1.0, ms=6, capsize=3, label=f"{label} ({st['family']})", alpha=0.9)
-    front = pareto_front([(a[xkey] / scale, a["top1_mean"]) for a in pts])
-    if len(front) > 1:
-        fx, fy = zip(*front)
-        ax.step(fx, fy, where="post", color="0.35", lw=1.2, ls="--", zorder=0,
-                label="Pareto front")
-    elif front:
-        ax.plot(*front[0], marker="o", ms=14, mfc="none", mec="0.35", ls="none",
-                label="Pareto front (one point)")
+    draw_pareto_front(ax, [(a[xkey] / scale, a["top1_mean"]) for a in pts])
     xs = [a[xkey] / scale for a in pts]
     log = bool(xs) and max(xs) / min(xs) > 4
     if log:
@@ -315,12 +318,12 @@ def make_figures(rs, summary: list[dict], analyses: list[dict], fig_dir: Path) -
                 fig = _accuracy_plot(rows, styles, "gmacs", budgets,
                                      f"Top-1 vs compute{on}")
                 entries.append({"title": f"Top-1 vs GMACs{on}",
-                                "files": _save(fig, fig_dir, f"top1_vs_gmacs{sfx}"),
+                                "files": save_figure(fig, fig_dir, f"top1_vs_gmacs{sfx}"),
                                 "caption": "Colour: family; error bars: std over seeds; dashed "
                                            "step: Pareto front; dotted verticals: budgets."})
                 fig = _accuracy_plot(rows, styles, "params", [], f"Top-1 vs parameters{on}")
                 entries.append({"title": f"Top-1 vs parameters{on}",
-                                "files": _save(fig, fig_dir, f"top1_vs_params{sfx}")})
+                                "files": save_figure(fig, fig_dir, f"top1_vs_params{sfx}")})
             run_ids = [r for a in rows for r in a["run_ids"]]
             key = curve_key(rs, run_ids)
             split = "validation" if key == "val_top1" else "test"
@@ -331,7 +334,7 @@ def make_figures(rs, summary: list[dict], analyses: list[dict], fig_dir: Path) -
                 fig = _curves_plot(rs, rows, styles,
                                    f"{split.capitalize()} accuracy during training{on}", key)
                 entries.append({"title": f"{split.capitalize()} accuracy curves{on}",
-                                "files": _save(fig, fig_dir, f"curves{sfx}"),
+                                "files": save_figure(fig, fig_dir, f"curves{sfx}"),
                                 "caption": "Mean over seeds; shaded: ± std." + flag})
             if any(a.get("speed_train_img_s") or a.get("speed_infer_img_s") for a in rows):
                 devices = sorted({a["speed_device"] for a in rows if a.get("speed_device")})
@@ -345,7 +348,7 @@ def make_figures(rs, summary: list[dict], analyses: list[dict], fig_dir: Path) -
                                       "(mpbench bench, after training)", ylab,
                                       f"Top-1 vs {what} speed{on}")
                     entries.append({"title": f"Top-1 vs {what} speed{on}",
-                                    "files": _save(fig, fig_dir, f"top1_vs_{stem}_speed{sfx}"),
+                                    "files": save_figure(fig, fig_dir, f"top1_vs_{stem}_speed{sfx}"),
                                     "caption": "Equal MACs are not equal speed: right is faster. "
                                                "Colour: family; error bars: std over seeds."})
                 if any(m.get("epoch_time_s") is not None for r in run_ids
@@ -354,7 +357,7 @@ def make_figures(rs, summary: list[dict], analyses: list[dict], fig_dir: Path) -
                                                  f"{split} top-1 (%)",
                                                  f"Time to accuracy{on}")
                     entries.append({"title": f"Time to accuracy{on}",
-                                    "files": _save(fig, fig_dir, f"time_to_accuracy{sfx}"),
+                                    "files": save_figure(fig, fig_dir, f"time_to_accuracy{sfx}"),
                                     "caption": f"{split.capitalize()} top-1 of every run (one "
                                                "line per seed) against its cumulative training "
                                                "wall-clock (metrics.json epoch_time_s)." + flag})
@@ -373,7 +376,7 @@ def make_figures(rs, summary: list[dict], analyses: list[dict], fig_dir: Path) -
                             f"{s['untrained']:.3g} untrained, {s['shuffled']:.3g} with shuffled "
                             "labels (chance floor).")
             entries.append({"title": f"Path usage: {a['label']} at {fmt(a['budget_gmacs'])} GMACs",
-                            "files": _save(fig, fig_dir, stem), "caption": caption})
+                            "files": save_figure(fig, fig_dir, stem), "caption": caption})
     return entries
 
 

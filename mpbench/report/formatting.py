@@ -2,11 +2,24 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
-__all__ = ["MACS_CONVENTION", "BEST_MARK", "TIED_MARK", "fmt_acc", "fmt_gmacs", "fmt_params",
-           "fmt_budget", "fmt_dev", "fmt_duration", "fmt_rate", "fmt_knob", "fmt_p", "fmt_pp",
+__all__ = ["as_number", "MACS_CONVENTION", "BEST_MARK", "TIED_MARK", "fmt_acc", "fmt_gmacs",
+           "fmt_params", "fmt_budget", "fmt_dev", "fmt_duration", "fmt_rate", "fmt_knob", "fmt_p", "fmt_pp",
            "fmt_n", "fmt_published", "fmt_rel", "test_name", "correction_name", "split_name",
            "extra_columns", "md_escape"]
+
+
+def as_number(v: Any) -> float | None:
+    """A stored cell as a float, or None for empty / NaN / unparsable cells (not measured)."""
+    if v is None or v == "":
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
 
 MACS_CONVENTION = "fvcore MACs, batch 1, eval mode; 1 MAC = one multiply-add"
 BEST_MARK = "★"

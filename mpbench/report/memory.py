@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from mpbench.bench.memory import format_mb as fmt_mb
-from mpbench.report.formatting import fmt_budget, fmt_gmacs, md_escape
+from mpbench.report.formatting import as_number, fmt_budget, fmt_gmacs, md_escape
 
 __all__ = ["NUMBER_COLUMNS", "TEXT_COLUMNS", "CSV_COLUMNS", "NOT_MEASURED", "run_fields",
            "memory_fields", "memory_section", "fmt_mb", "fmt_acts", "methods_text"]
@@ -36,20 +36,10 @@ METHODS = {
 }
 
 
-def _num(v) -> float | None:
-    if v is None or v == "":
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
-
-
 def run_fields(r: dict) -> dict:
     """The memory columns of one stored result row, normalised: numbers or None, text or ""
     (absent in results made before they existed)."""
-    return {**{k: _num(r.get(k)) for k in NUMBER_COLUMNS},
+    return {**{k: as_number(r.get(k)) for k in NUMBER_COLUMNS},
             **{k: str(r.get(k) or "") for k in TEXT_COLUMNS}}
 
 

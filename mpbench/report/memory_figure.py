@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mpbench.report.figures import MARKERS, STYLE, family_colors, pareto_front, save_figure
+from mpbench.report.figures import (MARKERS, STYLE, draw_pareto_front, family_colors,
+                                    save_figure)
 from mpbench.report.memory import methods_text
 
 __all__ = ["memory_figures"]
@@ -43,14 +44,7 @@ def _plot(rows: list[dict], title: str, xlabel: str):
                     yerr=[a["top1_std"] or 0.0 for a in mine], color=colors[fam],
                     marker=markers[label], ls="-" if len(mine) > 1 else "none", lw=1.0, ms=6,
                     capsize=3, label=f"{label} ({fam})", alpha=0.9)
-    front = pareto_front([(a[KEY], a["top1_mean"]) for a in pts])
-    if len(front) > 1:
-        fx, fy = zip(*front)
-        ax.step(fx, fy, where="post", color="0.35", lw=1.2, ls="--", zorder=0,
-                label="Pareto front")
-    elif front:
-        ax.plot(*front[0], marker="o", ms=14, mfc="none", mec="0.35", ls="none",
-                label="Pareto front (one point)")
+    draw_pareto_front(ax, [(a[KEY], a["top1_mean"]) for a in pts])
     xs = [a[KEY] for a in pts]
     log = max(xs) / min(xs) > 4
     if log:

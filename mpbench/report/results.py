@@ -10,13 +10,13 @@ report needs of it (no checkpoints) beside the report.
 from __future__ import annotations
 
 import json
-import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mpbench.errors import UserError
+from mpbench.report.formatting import as_number
 from mpbench.report.memory import run_fields as memory_run_fields
 
 __all__ = ["ResultSet", "load_results", "copy_results", "read_json", "STATUS_ORDER",
@@ -42,17 +42,6 @@ class ResultSet:
     rows: list[dict]                       # one per planned or finished run
     metrics: dict[str, list[dict]] = field(default_factory=dict)  # run_id -> per-epoch dicts
     configs: dict[str, dict] = field(default_factory=dict)        # run_id -> config.json
-
-
-def _num(v: Any) -> float | None:
-    """A float, or None for empty / NaN / unparsable cells."""
-    if v is None or v == "":
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
 
 
 def read_json(path: Path) -> Any:
@@ -111,34 +100,34 @@ def load_results(runs_dir: str | Path) -> ResultSet:
 
 
 def _normalise_row(r: dict) -> dict:
-    budget = _num(r.get("budget_gmacs"))
-    seed = _num(r.get("seed"))
+    budget = as_number(r.get("budget_gmacs"))
+    seed = as_number(r.get("seed"))
     status = str(r.get("status") or "failed")
     return {
         "run_id": str(r.get("run_id") or ""), "suite": str(r.get("suite") or ""),
         "label": str(r.get("label") or r.get("model") or ""), "model": str(r.get("model") or ""),
         "family": str(r.get("family") or ""), "dataset": str(r.get("dataset") or ""),
-        "budget_gmacs": budget, "gmacs": _num(r.get("gmacs")), "params": _num(r.get("params")),
-        "deviation": _num(r.get("deviation")), "knob": str(r.get("knob") or ""),
+        "budget_gmacs": budget, "gmacs": as_number(r.get("gmacs")), "params": as_number(r.get("params")),
+        "deviation": as_number(r.get("deviation")), "knob": str(r.get("knob") or ""),
         "knob_value": "" if r.get("knob_value") is None else str(r.get("knob_value")),
-        "seed": int(seed) if seed is not None else -1, "epochs": int(_num(r.get("epochs")) or 0),
-        "top1": _num(r.get("top1")), "top5": _num(r.get("top5")),
-        "train_time_s": _num(r.get("train_time_s")), "img_per_s": _num(r.get("img_per_s")),
+        "seed": int(seed) if seed is not None else -1, "epochs": int(as_number(r.get("epochs")) or 0),
+        "top1": as_number(r.get("top1")), "top5": as_number(r.get("top5")),
+        "train_time_s": as_number(r.get("train_time_s")), "img_per_s": as_number(r.get("img_per_s")),
         "status": status, "device": str(r.get("device") or ""),
         "finished_at": str(r.get("finished_at") or ""), "error": str(r.get("error") or ""),
         "init": str(r.get("init") or ""), "init_mode": str(r.get("init_mode") or ""),
         **memory_run_fields(r),  # activations, peak memory (None in older results)
         # newer result columns (absent in older results: None / "")
-        "split": str(r.get("split") or ""), "val_top1": _num(r.get("val_top1")),
-        "val_top5": _num(r.get("val_top5")),
-        "speed_train_img_s": _num(r.get("speed_train_img_s")),
-        "speed_infer_img_s": _num(r.get("speed_infer_img_s")),
+        "split": str(r.get("split") or ""), "val_top1": as_number(r.get("val_top1")),
+        "val_top5": as_number(r.get("val_top5")),
+        "speed_train_img_s": as_number(r.get("speed_train_img_s")),
+        "speed_infer_img_s": as_number(r.get("speed_infer_img_s")),
         "speed_device": str(r.get("speed_device") or ""),
         # a tuned suite's final runs (mpbench.suite.tune): the chosen values as JSON
-        "tuned": str(r.get("tuned") or ""), "tune_trials": _num(r.get("tune_trials")),
-        "tune_best_val_top1": _num(r.get("tune_best_val_top1")),
-        "tune_cost_s": _num(r.get("tune_cost_s")),
-        **{k: _num(r.get(k)) for k in SCORE_COLUMNS},
+        "tuned": str(r.get("tuned") or ""), "tune_trials": as_number(r.get("tune_trials")),
+        "tune_best_val_top1": as_number(r.get("tune_best_val_top1")),
+        "tune_cost_s": as_number(r.get("tune_cost_s")),
+        **{k: as_number(r.get(k)) for k in SCORE_COLUMNS},
         "corrupt_set": str(r.get("corrupt_set") or ""),
     }
 

@@ -233,14 +233,11 @@ def sensitivity_points(studies: list[dict], param: str) -> list[dict]:
 
 
 def save_figure(fig, fig_dir: Path, stem: str) -> list[str]:
-    """PNG and SVG without timestamps (as :mod:`mpbench.report.figures` saves)."""
-    import matplotlib.pyplot as plt
+    """:func:`mpbench.report.figures.save_figure`, imported only when a figure is drawn (the
+    section itself renders without matplotlib)."""
+    from mpbench.report.figures import save_figure as save
 
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    fig.savefig(fig_dir / f"{stem}.png", dpi=150, metadata={"Software": None})
-    fig.savefig(fig_dir / f"{stem}.svg", metadata={"Date": None, "Creator": None})
-    plt.close(fig)
-    return [f"{stem}.png", f"{stem}.svg"]
+    return save(fig, fig_dir, stem)
 
 
 def _sensitivity_plot(pts: list[dict], param: str, dom):
