@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import statistics
 
+from mpbench.report.formatting import budget_key
 from mpbench.report.stats import compare, correct, rank_with_ties
 
 __all__ = ["SCORES", "HIGHER_IS_BETTER", "score_fields", "score_significance",
@@ -30,11 +31,6 @@ _PER_SCORE = ("mean", "std", "n", "best", "tied_best", "vs_label", "vs_test", "v
               "vs_p", "vs_p_adj", "vs_significant")
 #: the summary.csv columns these hooks add (report.csv_table.SUMMARY_COLUMNS)
 SCORE_SUMMARY_COLUMNS = [f"{m}_{k}" for m in SCORES for k in _PER_SCORE] + ["corrupt_set"]
-
-
-def _budget_key(b: float | None) -> tuple:
-    """The ordering of budgets, as ``summary.budget_key`` ("as given" last)."""
-    return (1, 0.0) if b is None else (0, b)
 
 
 def score_fields(done: list[dict], runs: list[dict]) -> dict:
@@ -71,9 +67,9 @@ def score_significance(summary: list[dict]) -> None:
         for m in SCORES:
             a.update({f"{m}_{k}": None for k in _PER_SCORE[5:]})
             a[f"{m}_best"] = a[f"{m}_tied_best"] = False
-    keys = sorted({(a["dataset"], _budget_key(a["budget_gmacs"])) for a in summary})
+    keys = sorted({(a["dataset"], budget_key(a["budget_gmacs"])) for a in summary})
     for key in keys:
-        rows = [a for a in summary if (a["dataset"], _budget_key(a["budget_gmacs"])) == key]
+        rows = [a for a in summary if (a["dataset"], budget_key(a["budget_gmacs"])) == key]
         level = rows[0].get("significance_level", 0.05)
         method = rows[0].get("significance_correction", "holm")
         against = next((a["ref_label"] for a in rows if a.get("ref_label")), "") or \

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["as_number", "MACS_CONVENTION", "BEST_MARK", "TIED_MARK", "fmt_acc", "fmt_gmacs",
+__all__ = ["as_number", "budget_key", "MACS_CONVENTION", "BEST_MARK", "TIED_MARK", "fmt_acc", "fmt_gmacs",
            "fmt_params", "fmt_budget", "fmt_dev", "fmt_duration", "fmt_rate", "fmt_knob", "fmt_p", "fmt_pp",
            "fmt_n", "fmt_published", "fmt_rel", "test_name", "correction_name", "split_name",
            "extra_columns", "md_escape"]
@@ -38,6 +38,11 @@ def fmt_gmacs(g: float | None) -> str:
 
 def fmt_params(p: float | None) -> str:
     return "—" if p is None else f"{p / 1e6:.3f}"
+
+
+def budget_key(b: float | None) -> tuple:
+    """The order of budgets in every table: ascending, rows trained as given last."""
+    return (1, 0.0) if b is None else (0, b)
 
 
 def fmt_budget(b: float | None) -> str:

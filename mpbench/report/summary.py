@@ -13,6 +13,7 @@ from typing import Callable
 
 from mpbench.report.compute_equivalent import add_compute_multipliers
 from mpbench.report.calibration import score_fields, score_significance
+from mpbench.report.formatting import budget_key
 from mpbench.report.results import STATUS_ORDER, ResultSet
 from mpbench.report.memory import memory_fields
 
@@ -38,10 +39,6 @@ def _std(xs: list[float]) -> float | None:
         return None
     m = math.fsum(xs) / len(xs)
     return math.sqrt(math.fsum((x - m) ** 2 for x in xs) / (len(xs) - 1))
-
-
-def budget_key(b: float | None) -> tuple:
-    return (1, 0.0) if b is None else (0, b)
 
 
 # what a row's runs ended as: "no top-1" is a finished run whose top-1 is NaN or missing
